@@ -1,0 +1,124 @@
+//! Minting access tokens from a key, and down-scoping one token into another.
+
+use std::time::Duration;
+
+use plinth_types::console::{AccessToken, TokenClaims, TokenRequest};
+
+use super::pattern::ResourcePattern;
+use super::{Authenticator, Caller, Principal};
+use crate::error::ApiError;
+use crate::ids::{from_millis, new_id, now_millis};
+
+impl Authenticator {
+    /// Mints an access token for `caller` as narrowed by `request`.
+    ///
+    /// Absent fields inherit from the caller's credential. Scopes must be a subset, each
+    /// resource pattern must lie within one of the credential's, and a token's lifetime may
+    /// not reach past the token it came from. A key's own expiry caps the lifetime silently.
+    ///
+    /// # Errors
+    ///
+    /// Returns `scope_escalation` for any widening, `invalid_resource_pattern` or
+    /// `invalid_expiry` for malformed requests, and `invalid_parameter` for the admin token,
+    /// which belongs to no project.
+    pub fn mint(&self, caller: &Caller, request: &TokenRequest) -> Result<AccessToken, ApiError> {
+        let (project_id, key_id, from_token) = match &caller.principal {
+            Principal::Admin => {
+                return Err(ApiError::InvalidParameter(
+                    "the admin token belongs to no project; mint tokens with a project key".into(),
+                ));
+            }
+            Principal::Key { project_id, key_id } => (project_id, key_id, false),
+            Principal::Token { project_id, key_id } => (project_id, key_id, true),
+        };
+
+        let scopes = match &request.scopes {
+            None => caller.scopes.clone(),
+            Some(asked) => {
+                if let Some(extra) = asked.iter().find(|scope| !caller.scopes.contains(scope)) {
+                    return Err(ApiError::ScopeEscalation(format!(
+                        "scope `{extra}` not held"
+                    )));
+                }
+                let mut scopes = asked.clone();
+                scopes.sort();
+                scopes.dedup();
+                scopes
+            }
+        };
+
+        let resources = match &request.resources {
+            None => caller.resources.clone(),
+            Some(asked) => {
+                let asked = asked
+                    .iter()
+                    .map(|text| ResourcePattern::parse(text))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if !caller.resources.is_empty() {
+                    if asked.is_empty() {
+                        return Err(ApiError::ScopeEscalation(
+                            "an empty resource list means every resource".into(),
+                        ));
+                    }
+                    for pattern in &asked {
+                        if !caller.resources.iter().any(|held| held.covers(pattern)) {
+                            return Err(ApiError::ScopeEscalation(format!(
+                                "resource `{pattern}` is outside the credential's"
+                            )));
+                        }
+                    }
+                }
+                asked
+            }
+        };
+
+        let now = now_millis();
+        let ttl = match request.ttl_seconds {
+            Some(0) => {
+                return Err(ApiError::InvalidExpiry(
+                    "`ttl_seconds` must be positive".into(),
+                ));
+            }
+            Some(secs) => Duration::from_secs(secs),
+            None => self.token_ttl,
+        };
+        if ttl > self.token_ttl_max {
+            return Err(ApiError::InvalidExpiry(format!(
+                "`ttl_seconds` is above the maximum of {}",
+                self.token_ttl_max.as_secs()
+            )));
+        }
+        let mut exp_ms = now.saturating_add(ttl.as_millis() as i64);
+        if let Some(limit) = caller.expires_at_ms {
+            if exp_ms > limit {
+                if from_token && request.ttl_seconds.is_some() {
+                    return Err(ApiError::ScopeEscalation(
+                        "the lifetime reaches past the token's own".into(),
+                    ));
+                }
+                exp_ms = limit;
+            }
+        }
+        let claims = TokenClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: key_id.clone(),
+            project: project_id.clone(),
+            scopes: scopes.clone(),
+            resources: resources.iter().map(|p| p.as_str().to_owned()).collect(),
+            exp: exp_ms / 1000,
+            nbf: now / 1000,
+            iat: now / 1000,
+            jti: new_id("tok"),
+        };
+        let token = self.keyring.sign(&claims).map_err(ApiError::internal)?;
+        Ok(AccessToken {
+            token,
+            token_type: "Bearer".into(),
+            expires_at: from_millis(claims.exp * 1000),
+            project_id: project_id.clone(),
+            scopes,
+            resources: claims.resources,
+        })
+    }
+}

@@ -1,0 +1,310 @@
+//! Authentication: who is calling, and what they may do.
+//!
+//! Every request carries `Authorization: Bearer <credential>`, where the credential is the
+//! operator's admin token, a project's API key (`plinth_sk_...`) or an access token (a JWT
+//! minted by the console). [`Caller`] is the axum extractor that resolves it; handlers then
+//! ask the caller for the scope and resource they need.
+//!
+//! The hot path does not touch the database: verified tokens are cached until they expire,
+//! and key state is cached for `auth_cache_ttl`, which bounds how long a revoked key (and
+//! every token minted from it) keeps working on any replica.
+
+mod caller;
+mod mint;
+pub mod pattern;
+pub mod secret;
+pub mod signing;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::digest::{SHA256, digest};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use moka::sync::Cache;
+use plinth_types::Scope;
+use plinth_types::console::{Quotas, RateLimit, TokenClaims};
+
+pub use self::caller::{Caller, Principal};
+use self::pattern::ResourcePattern;
+use self::signing::KeyRing;
+use crate::error::ApiError;
+use crate::ids::now_millis;
+use crate::keys::{self, KeyRecord};
+use crate::store::Store;
+
+/// Tolerated clock difference between the replica that minted a token and the one checking it.
+const CLOCK_LEEWAY_SECS: u64 = 5;
+
+/// Resolves bearer credentials into callers.
+pub struct Authenticator {
+    store: Store,
+    admin_token_digest: Vec<u8>,
+    keyring: Arc<KeyRing>,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+    token_ttl: Duration,
+    token_ttl_max: Duration,
+    default_quotas: Quotas,
+    keys_by_hash: Cache<String, Option<Arc<KeyRecord>>>,
+    keys_by_id: Cache<String, Option<Arc<KeyRecord>>>,
+    tokens: Cache<String, Arc<TokenClaims>>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The token lifetimes and claims an [`Authenticator`] works with.
+#[derive(Clone, Debug)]
+pub struct TokenPolicy {
+    /// `iss` of minted tokens, and the only issuer accepted.
+    pub issuer: String,
+    /// `aud` of minted tokens, and the only audience accepted.
+    pub audience: String,
+    /// Lifetime when a request names none.
+    pub ttl: Duration,
+    /// Longest lifetime a request may name.
+    pub ttl_max: Duration,
+    /// How long key state is cached.
+    pub cache_ttl: Duration,
+}
+
+/// Caches verified tokens until their own expiry.
+struct UntilExpiry;
+
+impl moka::Expiry<String, Arc<TokenClaims>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        claims: &Arc<TokenClaims>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        let left_ms = claims.exp.saturating_mul(1000).saturating_sub(now_millis());
+        Some(Duration::from_millis(left_ms.max(0) as u64))
+    }
+}
+
+impl Authenticator {
+    /// Builds an authenticator over `store` that accepts `admin_token` and the tokens of
+    /// `keyring`.
+    pub fn new(
+        store: Store,
+        admin_token: &str,
+        keyring: Arc<KeyRing>,
+        policy: TokenPolicy,
+        default_quotas: Quotas,
+    ) -> Authenticator {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_audience(&[&policy.audience]);
+        validation.set_issuer(&[&policy.issuer]);
+        validation.set_required_spec_claims(&["exp", "nbf", "aud", "iss", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = CLOCK_LEEWAY_SECS;
+        let key_cache = || {
+            Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(policy.cache_ttl)
+                .build()
+        };
+        Authenticator {
+            store,
+            admin_token_digest: digest(&SHA256, admin_token.as_bytes()).as_ref().to_vec(),
+            keyring,
+            validation,
+            issuer: policy.issuer,
+            audience: policy.audience,
+            token_ttl: policy.ttl,
+            token_ttl_max: policy.ttl_max,
+            default_quotas,
+            keys_by_hash: key_cache(),
+            keys_by_id: key_cache(),
+            tokens: Cache::builder()
+                .max_capacity(100_000)
+                .expire_after(UntilExpiry)
+                .build(),
+        }
+    }
+
+    /// Returns the signing keys.
+    pub fn keyring(&self) -> &Arc<KeyRing> {
+        &self.keyring
+    }
+
+    /// Resolves a bearer credential.
+    ///
+    /// # Errors
+    ///
+    /// Returns the specific refusal: unknown credential, bad or expired token, revoked or
+    /// expired key.
+    pub async fn authenticate(&self, credential: &str) -> Result<Caller, ApiError> {
+        if digest(&SHA256, credential.as_bytes()).as_ref() == self.admin_token_digest.as_slice() {
+            return Ok(Caller::admin());
+        }
+        if credential.starts_with(secret::KEY_PREFIX) {
+            return self.authenticate_key(credential).await;
+        }
+        if credential.split('.').count() == 3 {
+            return self.authenticate_token(credential).await;
+        }
+        Err(ApiError::InvalidCredentials)
+    }
+
+    async fn authenticate_key(&self, credential: &str) -> Result<Caller, ApiError> {
+        // The checksum turns away typos and random strings before any lookup.
+        if !secret::is_well_formed_key(credential) {
+            return Err(ApiError::InvalidCredentials);
+        }
+        let hash = secret::hash_secret(credential);
+        let record = match self.keys_by_hash.get(&hash) {
+            Some(cached) => cached,
+            None => {
+                let found = keys::record_by_hash(self.store.pool(), &hash)
+                    .await?
+                    .map(Arc::new);
+                self.keys_by_hash.insert(hash, found.clone());
+                found
+            }
+        };
+        let record = record.ok_or(ApiError::InvalidCredentials)?;
+        check_key_state(&record)?;
+        Ok(Caller {
+            principal: Principal::Key {
+                project_id: record.project_id.clone(),
+                key_id: record.id.clone(),
+            },
+            scopes: record.scopes.clone(),
+            resources: record.resources.clone(),
+            expires_at_ms: record.expires_at,
+            rate_limit: self.effective_rate_limit(&record),
+        })
+    }
+
+    async fn authenticate_token(&self, token: &str) -> Result<Caller, ApiError> {
+        let claims = match self.tokens.get(token) {
+            Some(claims) if claims.exp * 1000 > now_millis() => claims,
+            Some(_) => return Err(ApiError::TokenExpired),
+            None => {
+                let claims = Arc::new(self.verify(token).await?);
+                self.tokens.insert(token.to_owned(), claims.clone());
+                claims
+            }
+        };
+        // The token is only as good as the key it came from: revoking the key ends it.
+        let record = self
+            .key_by_id(&claims.sub)
+            .await?
+            .ok_or(ApiError::KeyRevoked)?;
+        check_key_state(&record)?;
+        if record.project_id != claims.project {
+            return Err(ApiError::InvalidToken(
+                "the token's project does not match its key",
+            ));
+        }
+        let resources = claims
+            .resources
+            .iter()
+            .map(|text| ResourcePattern::parse(text))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| ApiError::InvalidToken("malformed resource pattern"))?;
+        Ok(Caller {
+            principal: Principal::Token {
+                project_id: claims.project.clone(),
+                key_id: claims.sub.clone(),
+            },
+            scopes: claims.scopes.clone(),
+            resources,
+            expires_at_ms: Some(claims.exp * 1000),
+            rate_limit: self.effective_rate_limit(&record),
+        })
+    }
+
+    async fn verify(&self, token: &str) -> Result<TokenClaims, ApiError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| ApiError::InvalidToken("malformed header"))?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(ApiError::InvalidToken("only EdDSA tokens are accepted"));
+        }
+        let kid = header
+            .kid
+            .ok_or(ApiError::InvalidToken("no `kid` in the header"))?;
+        let key = self
+            .keyring
+            .verifying_key(&kid)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or(ApiError::InvalidToken("unknown signing key"))?;
+        let data =
+            jsonwebtoken::decode::<TokenClaims>(token, &key, &self.validation).map_err(|err| {
+                match err.kind() {
+                    ErrorKind::ExpiredSignature => ApiError::TokenExpired,
+                    ErrorKind::ImmatureSignature => ApiError::TokenNotYetValid,
+                    ErrorKind::InvalidAudience => ApiError::InvalidToken("wrong audience"),
+                    ErrorKind::InvalidIssuer => ApiError::InvalidToken("wrong issuer"),
+                    ErrorKind::InvalidSignature => ApiError::InvalidToken("bad signature"),
+                    ErrorKind::InvalidAlgorithm => ApiError::InvalidToken("algorithm not accepted"),
+                    ErrorKind::MissingRequiredClaim(_) => ApiError::InvalidToken("missing claim"),
+                    _ => ApiError::InvalidToken("malformed token"),
+                }
+            })?;
+        Ok(data.claims)
+    }
+
+    async fn key_by_id(&self, key_id: &str) -> Result<Option<Arc<KeyRecord>>, ApiError> {
+        if let Some(cached) = self.keys_by_id.get(key_id) {
+            return Ok(cached);
+        }
+        let found = keys::record_by_id(self.store.pool(), key_id)
+            .await?
+            .map(Arc::new);
+        self.keys_by_id.insert(key_id.to_owned(), found.clone());
+        Ok(found)
+    }
+
+    /// Drops every cached key state on this replica, as after a revocation here. Other
+    /// replicas pick the change up when their cache entries expire.
+    pub fn forget_keys(&self) {
+        self.keys_by_hash.invalidate_all();
+        self.keys_by_id.invalidate_all();
+    }
+
+    fn effective_rate_limit(&self, record: &KeyRecord) -> Option<RateLimit> {
+        if let Some(own) = record.rate_limit {
+            return Some(own);
+        }
+        let per_second = record
+            .project_quotas
+            .requests_per_second
+            .or(self.default_quotas.requests_per_second)?;
+        let burst = record
+            .project_quotas
+            .request_burst
+            .or(self.default_quotas.request_burst)
+            .unwrap_or(per_second);
+        Some(RateLimit {
+            per_second: u32::try_from(per_second).unwrap_or(u32::MAX),
+            burst: u32::try_from(burst.max(1)).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+fn check_key_state(record: &KeyRecord) -> Result<(), ApiError> {
+    if record.revoked_at.is_some() {
+        return Err(ApiError::KeyRevoked);
+    }
+    if record.expires_at.is_some_and(|at| at <= now_millis()) {
+        return Err(ApiError::KeyExpired);
+    }
+    Ok(())
+}
+
+/// Returns whether `scopes` grants `scope`.
+pub fn has_scope(scopes: &[Scope], scope: Scope) -> bool {
+    scopes.contains(&scope)
+}

@@ -1,0 +1,380 @@
+//! The typed configuration: defaults < `plinth.toml` < `PLINTH_*` environment < flags.
+//!
+//! Every key is documented once, on its field; the README's reference is this list. Nested
+//! keys use `__` in the environment (`PLINTH_QUOTAS__STORED_BYTES`).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use plinth_types::console::Quotas;
+use serde::{Deserialize, Serialize};
+
+/// `PLINTH_*` variables that belong to clients and tests, not to the server's configuration.
+const CLIENT_ENV_KEYS: &[&str] = &["url", "token", "config"];
+
+/// A secret value: never printed, never logged.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// Returns the secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines for a terminal.
+    #[default]
+    Human,
+    /// One JSON object per line, for a log pipeline.
+    Json,
+}
+
+/// The server's configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on (`PLINTH_LISTEN`).
+    pub listen: SocketAddr,
+    /// Directory for the embedded backends and generated secrets (`PLINTH_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Metadata store: `sqlite://PATH` or `postgres://...`; default SQLite under `data_dir`
+    /// (`PLINTH_DATABASE_URL`).
+    pub database_url: Option<String>,
+    /// Largest pool of metadata-store connections (`PLINTH_DATABASE_MAX_CONNECTIONS`).
+    pub database_max_connections: u32,
+    /// The operator's admin token (`PLINTH_ADMIN_TOKEN`); generated on first start if neither
+    /// it nor `admin_token_file` is set.
+    pub admin_token: Option<Secret>,
+    /// A file holding the admin token (`PLINTH_ADMIN_TOKEN_FILE`).
+    pub admin_token_file: Option<PathBuf>,
+    /// Encrypts the token-signing private keys at rest (`PLINTH_MASTER_KEY`).
+    pub master_key: Option<Secret>,
+    /// A file holding the master key (`PLINTH_MASTER_KEY_FILE`).
+    pub master_key_file: Option<PathBuf>,
+    /// `human` or `json` (`PLINTH_LOG_FORMAT`).
+    pub log_format: LogFormat,
+    /// A tracing filter such as `info` or `plinth_shared=debug` (`PLINTH_LOG_LEVEL`).
+    pub log_level: String,
+    /// Longest time a request may take before it gets 408 (`PLINTH_REQUEST_TIMEOUT`, e.g. "30s").
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Largest JSON body accepted, in bytes (`PLINTH_BODY_LIMIT_BYTES`).
+    pub body_limit_bytes: usize,
+    /// Origins allowed by CORS; `["*"]` allows any, empty allows none (`PLINTH_CORS_ORIGINS`).
+    pub cors_origins: Vec<String>,
+    /// Time in-flight requests get to finish on shutdown (`PLINTH_SHUTDOWN_GRACE`).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// `iss` of minted access tokens (`PLINTH_TOKEN_ISSUER`).
+    pub token_issuer: String,
+    /// `aud` of minted access tokens, and the only audience accepted (`PLINTH_TOKEN_AUDIENCE`).
+    pub token_audience: String,
+    /// Lifetime of a token when the request names none (`PLINTH_TOKEN_TTL`).
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// Longest lifetime a token may ask for (`PLINTH_TOKEN_TTL_MAX`).
+    #[serde(with = "humantime_serde")]
+    pub token_ttl_max: Duration,
+    /// How long a key's state is cached by each replica; a revoked key stops working within
+    /// this time everywhere (`PLINTH_AUTH_CACHE_TTL`).
+    #[serde(with = "humantime_serde")]
+    pub auth_cache_ttl: Duration,
+    /// How often usage counters are written to the store (`PLINTH_USAGE_FLUSH_INTERVAL`).
+    #[serde(with = "humantime_serde")]
+    pub usage_flush_interval: Duration,
+    /// Default quotas of every project; absent means unlimited (`PLINTH_QUOTAS__<NAME>`).
+    pub quotas: Quotas,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            database_max_connections: 16,
+            admin_token: None,
+            admin_token_file: None,
+            master_key: None,
+            master_key_file: None,
+            log_format: LogFormat::Human,
+            log_level: "info".into(),
+            request_timeout: Duration::from_secs(30),
+            body_limit_bytes: 1024 * 1024,
+            cors_origins: Vec::new(),
+            shutdown_grace: Duration::from_secs(30),
+            token_issuer: "plinth".into(),
+            token_audience: "plinth".into(),
+            token_ttl: Duration::from_secs(15 * 60),
+            token_ttl_max: Duration::from_secs(24 * 60 * 60),
+            auth_cache_ttl: Duration::from_secs(2),
+            usage_flush_interval: Duration::from_secs(5),
+            quotas: Quotas::default(),
+        }
+    }
+}
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    #[error("configuration: `{0}` and `{0}_file` are both set; choose one")]
+    BothSecretSources(&'static str),
+    #[error("configuration: cannot read `{key}` from {}: {source}", path.display())]
+    SecretFile {
+        key: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration: `{key}` {reason}")]
+    Value { key: &'static str, reason: String },
+}
+
+impl Config {
+    /// Loads the configuration from `file` (or `./plinth.toml` when present), the `PLINTH_*`
+    /// environment, then `flags` (any serializable map of keys to values; absent keys are
+    /// left alone).
+    ///
+    /// # Errors
+    ///
+    /// Returns an error naming the key for an unknown key, a value of the wrong type, both
+    /// sources of one secret, or an unusable value.
+    pub fn load(file: Option<&Path>, flags: impl Serialize) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new("plinth.toml").exists() => {
+                figment = figment.merge(Toml::file_exact("plinth.toml"))
+            }
+            None => {}
+        }
+        let config: Config = figment
+            .merge(server_env())
+            .merge(Serialized::defaults(flags))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the rules the types cannot express.
+    ///
+    /// # Errors
+    ///
+    /// Returns the first broken rule, naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.admin_token.is_some() && self.admin_token_file.is_some() {
+            return Err(ConfigError::BothSecretSources("admin_token"));
+        }
+        if self.master_key.is_some() && self.master_key_file.is_some() {
+            return Err(ConfigError::BothSecretSources("master_key"));
+        }
+        if let Some(url) = &self.database_url {
+            let known = ["sqlite:", "postgres:", "postgresql:"];
+            if !known.iter().any(|scheme| url.starts_with(scheme)) {
+                return Err(ConfigError::Value {
+                    key: "database_url",
+                    reason: "must start with sqlite://, postgres:// or postgresql://".into(),
+                });
+            }
+        }
+        if self.token_ttl > self.token_ttl_max {
+            return Err(ConfigError::Value {
+                key: "token_ttl",
+                reason: "is longer than token_ttl_max".into(),
+            });
+        }
+        if self.database_max_connections == 0 {
+            return Err(ConfigError::Value {
+                key: "database_max_connections",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Returns the metadata-store URL, defaulting to SQLite under the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("plinth.db").display()
+            ),
+        }
+    }
+
+    /// Returns the configured admin token, read from its file if need be.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error when the file cannot be read or is empty.
+    pub fn admin_token(&self) -> Result<Option<Secret>, ConfigError> {
+        read_secret("admin_token", &self.admin_token, &self.admin_token_file)
+    }
+
+    /// Returns the configured master key, read from its file if need be.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error when the file cannot be read or is empty.
+    pub fn master_key(&self) -> Result<Option<Secret>, ConfigError> {
+        read_secret("master_key", &self.master_key, &self.master_key_file)
+    }
+}
+
+/// The `PLINTH_*` environment, less the variables of clients and tests.
+fn server_env() -> Env {
+    Env::prefixed("PLINTH_")
+        .filter(|key| {
+            let key = key.as_str();
+            !CLIENT_ENV_KEYS.contains(&key) && !key.starts_with("test_")
+        })
+        .split("__")
+}
+
+fn read_secret(
+    key: &'static str,
+    value: &Option<Secret>,
+    file: &Option<PathBuf>,
+) -> Result<Option<Secret>, ConfigError> {
+    if let Some(value) = value {
+        return Ok(Some(value.clone()));
+    }
+    let Some(path) = file else { return Ok(None) };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+        key,
+        path: path.clone(),
+        source,
+    })?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(ConfigError::Value {
+            key,
+            reason: format!("file {} is empty", path.display()),
+        });
+    }
+    Ok(Some(Secret::new(text)))
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::Jail;
+
+    use super::*;
+
+    fn no_flags() -> std::collections::BTreeMap<String, String> {
+        Default::default()
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "plinth.toml",
+                "listen = \"127.0.0.1:9000\"\nlog_level = \"debug\"",
+            )?;
+            jail.set_env("PLINTH_LOG_LEVEL", "warn");
+            jail.set_env("PLINTH_QUOTAS__OBJECTS", "12");
+            let mut flags = no_flags();
+            flags.insert("data_dir".into(), "/tmp/flag".into());
+            let config = Config::load(None, flags).unwrap();
+            assert_eq!(config.listen.port(), 9000);
+            assert_eq!(config.log_level, "warn");
+            assert_eq!(config.quotas.objects, Some(12));
+            assert_eq!(config.data_dir, PathBuf::from("/tmp/flag"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn client_variables_are_not_configuration() {
+        Jail::expect_with(|jail| {
+            jail.set_env("PLINTH_URL", "http://x");
+            jail.set_env("PLINTH_TOKEN", "t");
+            jail.set_env("PLINTH_TEST_POSTGRES_URL", "postgres://x");
+            Config::load(None, no_flags()).unwrap();
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_and_mistyped_keys_are_named() {
+        Jail::expect_with(|jail| {
+            jail.set_env("PLINTH_LISTN", "127.0.0.1:1");
+            let err = Config::load(None, no_flags()).unwrap_err().to_string();
+            assert!(err.contains("listn"), "{err}");
+            Ok(())
+        });
+        Jail::expect_with(|jail| {
+            jail.set_env("PLINTH_LISTEN", "not an address");
+            let err = Config::load(None, no_flags()).unwrap_err().to_string();
+            assert!(err.contains("listen"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_secret_from_both_sources_is_refused() {
+        Jail::expect_with(|jail| {
+            jail.set_env("PLINTH_ADMIN_TOKEN", "a");
+            jail.set_env("PLINTH_ADMIN_TOKEN_FILE", "/tmp/x");
+            let err = Config::load(None, no_flags()).unwrap_err().to_string();
+            assert!(err.contains("admin_token"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let config = Config {
+            admin_token: Some(Secret::new("hunter2")),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("hunter2"));
+        assert!(!serde_json::to_string(&config).unwrap().contains("hunter2"));
+    }
+
+    #[test]
+    fn an_unknown_database_scheme_is_refused() {
+        let config = Config {
+            database_url: Some("mysql://x".into()),
+            ..Config::default()
+        };
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("database_url")
+        );
+    }
+}

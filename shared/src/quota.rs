@@ -1,0 +1,312 @@
+//! Quota gauges, enforced exactly.
+//!
+//! A gauge (stored bytes, objects, documents, ...) is a row per project and metric. A writer
+//! reserves its delta with [`Quotas::reserve`] inside the same transaction as the write that
+//! changes the gauge: the reservation is one conditional `UPDATE` (`used + delta <= limit`),
+//! so concurrent writers queue on the row (PostgreSQL) or the database (SQLite) and none can
+//! overshoot; if the write fails, the rollback returns the capacity with it.
+
+use std::collections::BTreeMap;
+
+use plinth_types::console::Quotas as QuotaValues;
+use sqlx::{AnyConnection, Row};
+
+use crate::error::ApiError;
+
+/// A quantity that a project holds, as opposed to a rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Gauge {
+    /// Bytes stored across all buckets.
+    StoredBytes,
+    /// Objects across all buckets.
+    Objects,
+    /// Topics.
+    Topics,
+    /// Documents across all indexes.
+    Documents,
+    /// Indexes.
+    Indexes,
+}
+
+impl Gauge {
+    /// Every gauge.
+    pub const ALL: &'static [Gauge] = &[
+        Gauge::StoredBytes,
+        Gauge::Objects,
+        Gauge::Topics,
+        Gauge::Documents,
+        Gauge::Indexes,
+    ];
+
+    /// Returns the gauge's name, as stored and as in the quota field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Gauge::StoredBytes => "stored_bytes",
+            Gauge::Objects => "objects",
+            Gauge::Topics => "topics",
+            Gauge::Documents => "documents",
+            Gauge::Indexes => "indexes",
+        }
+    }
+
+    fn limit(self, quotas: &QuotaValues) -> Option<u64> {
+        match self {
+            Gauge::StoredBytes => quotas.stored_bytes,
+            Gauge::Objects => quotas.objects,
+            Gauge::Topics => quotas.topics,
+            Gauge::Documents => quotas.documents,
+            Gauge::Indexes => quotas.indexes,
+        }
+    }
+}
+
+/// Checks quota values for range: gauges are stored as signed 64-bit numbers and rates as
+/// 32-bit ones.
+///
+/// # Errors
+///
+/// Returns `invalid_quota` naming the field.
+pub fn validate(quotas: &QuotaValues) -> Result<(), ApiError> {
+    let fields = [
+        ("stored_bytes", quotas.stored_bytes),
+        ("objects", quotas.objects),
+        ("object_size_max", quotas.object_size_max),
+        ("topics", quotas.topics),
+        ("messages_per_day", quotas.messages_per_day),
+        ("retention_seconds", quotas.retention_seconds),
+        ("documents", quotas.documents),
+        ("indexes", quotas.indexes),
+    ];
+    for (name, value) in fields {
+        if value.is_some_and(|v| v > i64::MAX as u64) {
+            return Err(ApiError::InvalidQuota(format!("`{name}` is out of range")));
+        }
+    }
+    for (name, value) in [
+        ("requests_per_second", quotas.requests_per_second),
+        ("request_burst", quotas.request_burst),
+    ] {
+        if value.is_some_and(|v| v == 0 || v > u64::from(u32::MAX)) {
+            return Err(ApiError::InvalidQuota(format!(
+                "`{name}` must be 1 to {}",
+                u32::MAX
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Returns `overrides` with the operator's `defaults` filled in where a value is absent.
+pub fn effective(overrides: &QuotaValues, defaults: &QuotaValues) -> QuotaValues {
+    QuotaValues {
+        stored_bytes: overrides.stored_bytes.or(defaults.stored_bytes),
+        objects: overrides.objects.or(defaults.objects),
+        object_size_max: overrides.object_size_max.or(defaults.object_size_max),
+        topics: overrides.topics.or(defaults.topics),
+        messages_per_day: overrides.messages_per_day.or(defaults.messages_per_day),
+        retention_seconds: overrides.retention_seconds.or(defaults.retention_seconds),
+        documents: overrides.documents.or(defaults.documents),
+        indexes: overrides.indexes.or(defaults.indexes),
+        requests_per_second: overrides
+            .requests_per_second
+            .or(defaults.requests_per_second),
+        request_burst: overrides.request_burst.or(defaults.request_burst),
+    }
+}
+
+/// The quota service: the operator's defaults, and gauge arithmetic on the store.
+#[derive(Clone, Debug, Default)]
+pub struct Quotas {
+    defaults: QuotaValues,
+}
+
+impl Quotas {
+    /// Builds the service with the operator's default quotas.
+    pub fn new(defaults: QuotaValues) -> Quotas {
+        Quotas { defaults }
+    }
+
+    /// Returns the operator's defaults.
+    pub fn defaults(&self) -> &QuotaValues {
+        &self.defaults
+    }
+
+    /// Returns the values in force for a project with these overrides.
+    pub fn effective(&self, overrides: &QuotaValues) -> QuotaValues {
+        effective(overrides, &self.defaults)
+    }
+
+    /// Reserves `delta` of `gauge` for `project_id` inside the caller's transaction.
+    ///
+    /// Call it in the transaction of the write it pays for, before that write, and commit
+    /// both together. A negative `delta` releases capacity and never fails.
+    ///
+    /// # Errors
+    ///
+    /// Returns `quota_exceeded` when the project would go over its limit, and
+    /// `project_not_found` when the project does not exist.
+    pub async fn reserve(
+        &self,
+        tx: &mut AnyConnection,
+        project_id: &str,
+        gauge: Gauge,
+        delta: i64,
+    ) -> Result<(), ApiError> {
+        // The write comes first, so that on SQLite the transaction holds the write lock
+        // before it reads the limit.
+        sqlx::query(
+            "INSERT INTO quota_gauges (project_id, metric, used) VALUES ($1, $2, 0) \
+             ON CONFLICT (project_id, metric) DO NOTHING",
+        )
+        .bind(project_id)
+        .bind(gauge.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(|err| match &err {
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                ApiError::ProjectNotFound(project_id.to_owned())
+            }
+            _ => err.into(),
+        })?;
+
+        let overrides: String = sqlx::query("SELECT quotas FROM projects WHERE id = $1")
+            .bind(project_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| ApiError::ProjectNotFound(project_id.to_owned()))?
+            .try_get("quotas")?;
+        let overrides: QuotaValues =
+            serde_json::from_str(&overrides).map_err(ApiError::internal)?;
+        let limit = gauge.limit(&self.effective(&overrides));
+
+        let updated = match limit {
+            Some(limit) if delta > 0 => {
+                sqlx::query(
+                    "UPDATE quota_gauges SET used = used + $1 \
+                     WHERE project_id = $2 AND metric = $3 AND used + $1 <= $4",
+                )
+                .bind(delta)
+                .bind(project_id)
+                .bind(gauge.as_str())
+                .bind(limit.min(i64::MAX as u64) as i64)
+                .execute(&mut *tx)
+                .await?
+            }
+            _ => sqlx::query(
+                "UPDATE quota_gauges SET used = used + $1 WHERE project_id = $2 AND metric = $3",
+            )
+            .bind(delta)
+            .bind(project_id)
+            .bind(gauge.as_str())
+            .execute(&mut *tx)
+            .await?,
+        };
+        if updated.rows_affected() == 0 {
+            return Err(ApiError::QuotaExceeded {
+                quota: gauge.as_str(),
+                limit: limit.unwrap_or(0),
+            });
+        }
+        Ok(())
+    }
+
+    /// Returns capacity to a gauge: the same as reserving `-amount`.
+    ///
+    /// # Errors
+    ///
+    /// Returns the store's failure.
+    pub async fn release(
+        &self,
+        tx: &mut AnyConnection,
+        project_id: &str,
+        gauge: Gauge,
+        amount: i64,
+    ) -> Result<(), ApiError> {
+        self.reserve(tx, project_id, gauge, -amount).await
+    }
+
+    /// Reads a project's gauges; a gauge never touched reads as zero.
+    ///
+    /// # Errors
+    ///
+    /// Returns the store's failure.
+    pub async fn gauges(
+        &self,
+        conn: &mut AnyConnection,
+        project_id: &str,
+    ) -> Result<BTreeMap<String, u64>, ApiError> {
+        let mut gauges: BTreeMap<String, u64> = Gauge::ALL
+            .iter()
+            .map(|g| (g.as_str().to_owned(), 0))
+            .collect();
+        let rows = sqlx::query("SELECT metric, used FROM quota_gauges WHERE project_id = $1")
+            .bind(project_id)
+            .fetch_all(&mut *conn)
+            .await?;
+        for row in rows {
+            let used: i64 = row.try_get("used")?;
+            gauges.insert(row.try_get("metric")?, used.max(0) as u64);
+        }
+        Ok(gauges)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn overrides_win_over_defaults() {
+        let defaults = QuotaValues {
+            objects: Some(10),
+            stored_bytes: Some(100),
+            ..Default::default()
+        };
+        let overrides = QuotaValues {
+            objects: Some(5),
+            ..Default::default()
+        };
+        let merged = effective(&overrides, &defaults);
+        assert_eq!(merged.objects, Some(5));
+        assert_eq!(merged.stored_bytes, Some(100));
+        assert_eq!(merged.documents, None);
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        assert!(
+            validate(&QuotaValues {
+                objects: Some(u64::MAX),
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert!(
+            validate(&QuotaValues {
+                requests_per_second: Some(0),
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert!(
+            validate(&QuotaValues {
+                objects: Some(1 << 40),
+                ..Default::default()
+            })
+            .is_ok()
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn effective_takes_each_field_from_override_or_default(o in proptest::option::of(0u64..1000), d in proptest::option::of(0u64..1000)) {
+            let merged = effective(
+                &QuotaValues { documents: o, ..Default::default() },
+                &QuotaValues { documents: d, ..Default::default() },
+            );
+            prop_assert_eq!(merged.documents, o.or(d));
+        }
+    }
+}

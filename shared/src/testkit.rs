@@ -1,0 +1,133 @@
+//! Test helpers: a fresh backend per test, on SQLite always and on PostgreSQL when
+//! `PLINTH_TEST_POSTGRES_URL` points at a server.
+//!
+//! Scenarios are written once as `async fn name(backend: TestBackend)` and listed in
+//! [`backend_tests!`](crate::backend_tests), which makes one test per scenario and backend.
+//! Without the variable the PostgreSQL tests pass after saying loudly, once per test binary,
+//! that they did not run; CI always sets it.
+
+use std::io::Write;
+use std::sync::Once;
+
+use sqlx::Connection;
+use tempfile::TempDir;
+
+use crate::config::{Config, Secret};
+use crate::ids::random_hex;
+use crate::store::Store;
+
+/// The variable naming the PostgreSQL server tests use.
+pub const POSTGRES_ENV: &str = "PLINTH_TEST_POSTGRES_URL";
+
+/// One backend for one test: a configuration with its own database and data directory.
+#[derive(Debug)]
+pub struct TestBackend {
+    /// `sqlite` or `postgres`.
+    pub name: &'static str,
+    /// A configuration using that backend, with a random admin token.
+    pub config: Config,
+    /// The admin token of `config`.
+    pub admin_token: String,
+    /// The data directory, removed when the test ends.
+    pub dir: TempDir,
+}
+
+impl TestBackend {
+    /// A fresh SQLite database in a temporary directory.
+    pub fn sqlite() -> TestBackend {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("plinth.db").display()
+        );
+        TestBackend::with(dir, "sqlite", url)
+    }
+
+    /// A fresh database on the PostgreSQL server of `PLINTH_TEST_POSTGRES_URL`, or `None`
+    /// (after saying so on stderr) when the variable is not set.
+    ///
+    /// # Panics
+    ///
+    /// Panics when the variable is set but the server cannot be used: a configured backend
+    /// that fails is a failed test, never a skipped one.
+    pub async fn postgres() -> Option<TestBackend> {
+        let Ok(server) = std::env::var(POSTGRES_ENV) else {
+            static SAID: Once = Once::new();
+            SAID.call_once(|| {
+                // Written past the test harness's capture, so it shows in every run.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "NOTE: PostgreSQL was not tested: set {POSTGRES_ENV} to run these tests on it"
+                );
+            });
+            return None;
+        };
+        let name = format!("plinth_test_{}", random_hex(8));
+        let mut admin = sqlx::PgConnection::connect(&server)
+            .await
+            .unwrap_or_else(|err| panic!("{POSTGRES_ENV}={server} cannot be reached: {err}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create a test database");
+        let mut url = url::Url::parse(&server).expect("PLINTH_TEST_POSTGRES_URL is a URL");
+        url.set_path(&name);
+        let dir = tempfile::tempdir().expect("temporary directory");
+        Some(TestBackend::with(dir, "postgres", url.to_string()))
+    }
+
+    fn with(dir: TempDir, name: &'static str, database_url: String) -> TestBackend {
+        let admin_token = format!("test-admin-{}", random_hex(16));
+        let config = Config {
+            listen: "127.0.0.1:0".parse().expect("loopback address"),
+            data_dir: dir.path().to_path_buf(),
+            database_url: Some(database_url),
+            admin_token: Some(Secret::new(admin_token.clone())),
+            ..Config::default()
+        };
+        TestBackend {
+            name,
+            config,
+            admin_token,
+            dir,
+        }
+    }
+
+    /// Opens the backend's metadata store.
+    ///
+    /// # Panics
+    ///
+    /// Panics when the store cannot be opened.
+    pub async fn store(&self) -> Store {
+        Store::open(&self.config.database_url(), 16)
+            .await
+            .expect("open the test store")
+    }
+}
+
+/// Makes one test per scenario and backend: `mod sqlite { fn NAME }` and
+/// `mod postgres { fn NAME }`, each calling `NAME(backend)` with a fresh backend.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::testkit::TestBackend::sqlite()).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(backend) = $crate::testkit::TestBackend::postgres().await {
+                        super::$name(backend).await;
+                    }
+                }
+            )*
+        }
+    };
+}

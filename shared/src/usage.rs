@@ -1,0 +1,150 @@
+//! Usage counters: counted in memory on the hot path, flushed in batches to the store, and
+//! read per project, metric and UTC day so an operator can bill from them.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use plinth_types::console::UsageRecord;
+use sqlx::Row;
+use time::{Date, OffsetDateTime, format_description::FormatItem, macros::format_description};
+
+use crate::error::ApiError;
+use crate::store::Store;
+
+const DAY_FORMAT: &[FormatItem<'static>] = format_description!("[year]-[month]-[day]");
+
+/// Returns `date` as `YYYY-MM-DD`.
+pub fn day_string(date: Date) -> String {
+    date.format(DAY_FORMAT).unwrap_or_default()
+}
+
+/// Parses a `YYYY-MM-DD` day.
+///
+/// # Errors
+///
+/// Returns `invalid_parameter` naming `field`.
+pub fn parse_day(field: &str, text: &str) -> Result<Date, ApiError> {
+    Date::parse(text, DAY_FORMAT)
+        .map_err(|_| ApiError::InvalidParameter(format!("`{field}` must be a YYYY-MM-DD day")))
+}
+
+type CounterKey = (String, String, String);
+
+/// The counters not yet written to the store.
+#[derive(Debug)]
+pub struct Usage {
+    store: Store,
+    pending: Mutex<HashMap<CounterKey, u64>>,
+}
+
+impl Usage {
+    /// Builds the counters over `store`.
+    pub fn new(store: Store) -> Usage {
+        Usage {
+            store,
+            pending: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts `amount` of `metric` for `project_id` today (UTC).
+    pub fn record(&self, project_id: &str, metric: &str, amount: u64) {
+        if amount == 0 {
+            return;
+        }
+        metrics::counter!("plinth_usage_total", "metric" => metric.to_owned()).increment(amount);
+        let day = day_string(OffsetDateTime::now_utc().date());
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *pending
+            .entry((project_id.to_owned(), day, metric.to_owned()))
+            .or_default() += amount;
+    }
+
+    /// Writes the pending counters in one transaction. On failure they are kept for the
+    /// next flush, so nothing counted is lost while the store is away.
+    ///
+    /// # Errors
+    ///
+    /// Returns the store's failure.
+    pub async fn flush(&self) -> Result<(), ApiError> {
+        let batch = std::mem::take(
+            &mut *self
+                .pending
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match self.write(&batch).await {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                let mut pending = self
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                for (key, amount) in batch {
+                    *pending.entry(key).or_default() += amount;
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn write(&self, batch: &HashMap<CounterKey, u64>) -> Result<(), ApiError> {
+        let mut tx = self.store.begin().await?;
+        for ((project_id, day, metric), amount) in batch {
+            sqlx::query(
+                "INSERT INTO usage_daily (project_id, day, metric, value) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (project_id, day, metric) \
+                 DO UPDATE SET value = usage_daily.value + excluded.value",
+            )
+            .bind(project_id)
+            .bind(day)
+            .bind(metric)
+            .bind(i64::try_from(*amount).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Reads a project's usage from `from` to `to` (inclusive), optionally of one metric.
+    ///
+    /// # Errors
+    ///
+    /// Returns the store's failure.
+    pub async fn report(
+        &self,
+        project_id: &str,
+        from: Date,
+        to: Date,
+        metric: Option<&str>,
+    ) -> Result<Vec<UsageRecord>, ApiError> {
+        let rows = sqlx::query(
+            "SELECT day, metric, value FROM usage_daily \
+             WHERE project_id = $1 AND day >= $2 AND day <= $3 AND (metric = $4 OR $5 = 1) \
+             ORDER BY day, metric",
+        )
+        .bind(project_id)
+        .bind(day_string(from))
+        .bind(day_string(to))
+        .bind(metric.unwrap_or(""))
+        .bind(i64::from(metric.is_none()))
+        .fetch_all(self.store.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let value: i64 = row.try_get("value")?;
+                Ok(UsageRecord {
+                    day: row.try_get("day")?,
+                    metric: row.try_get("metric")?,
+                    value: value.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,173 @@
+//! The public error codes and the JSON body every error response carries.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Declares the closed table of public error codes: variant, wire code and HTTP status, once.
+macro_rules! error_codes {
+    ($($(#[doc = $doc:literal])* $variant:ident = ($code:literal, $status:literal),)*) => {
+        /// A public error code. The table is closed: every error a service returns maps to
+        /// exactly one of these, and each code always answers with the same HTTP status.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in table order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// Returns the stable snake_case code clients match on.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $code,)*
+                }
+            }
+
+            /// Returns the HTTP status this code is always sent with.
+            pub fn status(self) -> u16 {
+                match self {
+                    $(ErrorCode::$variant => $status,)*
+                }
+            }
+
+            /// Looks a code up by its wire name; `None` for a code this build does not know.
+            pub fn parse(code: &str) -> Option<ErrorCode> {
+                match code {
+                    $($code => Some(ErrorCode::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The body is not valid JSON.
+    MalformedJson = ("malformed_json", 400),
+    /// The body names a field the operation does not take.
+    UnknownField = ("unknown_field", 400),
+    /// A field of the body is missing or has the wrong type or value.
+    InvalidField = ("invalid_field", 400),
+    /// A query-string or path parameter cannot be parsed.
+    InvalidParameter = ("invalid_parameter", 400),
+    /// A project name breaks the naming rules.
+    InvalidProjectName = ("invalid_project_name", 400),
+    /// A key name is empty or too long.
+    InvalidKeyName = ("invalid_key_name", 400),
+    /// A scope is not one of the known scopes.
+    InvalidScope = ("invalid_scope", 400),
+    /// A resource pattern is malformed.
+    InvalidResourcePattern = ("invalid_resource_pattern", 400),
+    /// A quota or rate limit value is out of range.
+    InvalidQuota = ("invalid_quota", 400),
+    /// An expiry or lifetime is in the past or out of range.
+    InvalidExpiry = ("invalid_expiry", 400),
+    /// A pagination cursor was not issued by this server.
+    InvalidCursor = ("invalid_cursor", 400),
+    /// No `Authorization: Bearer` credential was sent.
+    MissingCredentials = ("missing_credentials", 401),
+    /// The API key or admin token is not known.
+    InvalidCredentials = ("invalid_credentials", 401),
+    /// The access token is malformed, badly signed, or for another audience or issuer.
+    InvalidToken = ("invalid_token", 401),
+    /// The access token has expired.
+    TokenExpired = ("token_expired", 401),
+    /// The access token is not valid yet.
+    TokenNotYetValid = ("token_not_yet_valid", 401),
+    /// The API key (or the key a token was minted from) has been revoked.
+    KeyRevoked = ("key_revoked", 401),
+    /// The API key (or the key a token was minted from) has expired.
+    KeyExpired = ("key_expired", 401),
+    /// The operation needs the admin token.
+    AdminRequired = ("admin_required", 403),
+    /// The credential lacks the scope the operation needs.
+    MissingScope = ("missing_scope", 403),
+    /// The credential's resource patterns do not cover the resource.
+    ResourceNotAllowed = ("resource_not_allowed", 403),
+    /// A down-scoped token asked for more than the credential it came from.
+    ScopeEscalation = ("scope_escalation", 403),
+    /// The write would take the project over one of its quotas.
+    QuotaExceeded = ("quota_exceeded", 403),
+    /// No such project (or it belongs to someone else).
+    ProjectNotFound = ("project_not_found", 404),
+    /// No such API key in the project.
+    KeyNotFound = ("key_not_found", 404),
+    /// No route matches the path.
+    RouteNotFound = ("route_not_found", 404),
+    /// The route exists but not for this method.
+    MethodNotAllowed = ("method_not_allowed", 405),
+    /// The request took longer than the server's request timeout.
+    RequestTimeout = ("request_timeout", 408),
+    /// Another project already has this name.
+    ProjectNameTaken = ("project_name_taken", 409),
+    /// The body is larger than the route accepts.
+    PayloadTooLarge = ("payload_too_large", 413),
+    /// The body is not `application/json`.
+    UnsupportedMediaType = ("unsupported_media_type", 415),
+    /// The key has used up its request rate; retry after `Retry-After` seconds.
+    RateLimited = ("rate_limited", 429),
+    /// The server failed; the request id finds the cause in its logs.
+    Internal = ("internal", 500),
+    /// A backend is unreachable; retry after `Retry-After` seconds.
+    Unavailable = ("unavailable", 503),
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The JSON body of every error response.
+///
+/// `code` is kept as a string on the wire so that a client built against an older table can
+/// still read a code it does not know; [`ErrorBody::error_code`] parses it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ErrorBody {
+    /// One of the public error codes.
+    pub code: String,
+    /// A human-readable explanation; not stable, do not match on it.
+    pub message: String,
+    /// The id of the request, as in the `x-request-id` response header.
+    pub request_id: Option<String>,
+    /// Extra structured context where one helps (the offending field, the quota, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+impl ErrorBody {
+    /// Returns the code as a known [`ErrorCode`], or `None` for a code newer than this build.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        ErrorCode::parse(&self.code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_round_trip() {
+        let mut seen = HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(seen.insert(code.as_str()), "duplicate code {code}");
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(*code));
+            assert!(
+                (400..600).contains(&code.status()),
+                "{code} has no error status"
+            );
+        }
+        assert_eq!(ErrorCode::parse("no_such_code"), None);
+    }
+
+    #[test]
+    fn retryable_codes_have_their_statuses() {
+        assert_eq!(ErrorCode::RateLimited.status(), 429);
+        assert_eq!(ErrorCode::Unavailable.status(), 503);
+    }
+}

@@ -1,0 +1,16 @@
+//! The wire contract of Plinth.
+//!
+//! Every request and response body that crosses HTTP is declared here, once, and used by both
+//! the services and the SDK, so the two cannot drift apart. The crate holds data only: serde
+//! derives, and OpenAPI schemas behind the `openapi` feature for the server.
+//!
+//! - [`error`]: the closed table of public error codes and the error body.
+//! - [`scope`]: the scopes an API key or token can carry.
+//! - [`console`]: projects, keys, tokens, quotas, usage and audit of the console API.
+
+pub mod console;
+pub mod error;
+pub mod scope;
+
+pub use error::{ErrorBody, ErrorCode};
+pub use scope::Scope;
