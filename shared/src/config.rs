@@ -185,6 +185,32 @@ impl Config {
         Ok(config)
     }
 
+    /// Builds a configuration from `PLINTH_*` variables given as pairs, over the defaults:
+    /// what a deployment file (compose, a unit file) passes, checked without touching the
+    /// process environment. Other variables are ignored.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error naming the key for an unknown key or a bad value.
+    pub fn from_env_vars<'a>(
+        vars: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        for (name, value) in vars {
+            let Some(key) = name.strip_prefix("PLINTH_") else {
+                continue;
+            };
+            let path = key.to_ascii_lowercase().replace("__", ".");
+            // Parsed the way the environment provider parses values: numbers, booleans,
+            // arrays where they look like them, strings otherwise.
+            let value: figment::value::Value = value.parse().unwrap_or_else(|never| match never {});
+            figment = figment.merge(Serialized::default(&path, value));
+        }
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Checks the rules the types cannot express.
     ///
     /// # Errors
@@ -255,8 +281,8 @@ impl Config {
 fn server_env() -> Env {
     Env::prefixed("PLINTH_")
         .filter(|key| {
-            let key = key.as_str();
-            !CLIENT_ENV_KEYS.contains(&key) && !key.starts_with("test_")
+            let key = key.as_str().to_ascii_lowercase();
+            !CLIENT_ENV_KEYS.contains(&key.as_str()) && !key.starts_with("test_")
         })
         .split("__")
 }
@@ -330,13 +356,19 @@ mod tests {
     fn unknown_and_mistyped_keys_are_named() {
         Jail::expect_with(|jail| {
             jail.set_env("PLINTH_LISTN", "127.0.0.1:1");
-            let err = Config::load(None, no_flags()).unwrap_err().to_string();
+            let err = Config::load(None, no_flags())
+                .unwrap_err()
+                .to_string()
+                .to_lowercase();
             assert!(err.contains("listn"), "{err}");
             Ok(())
         });
         Jail::expect_with(|jail| {
             jail.set_env("PLINTH_LISTEN", "not an address");
-            let err = Config::load(None, no_flags()).unwrap_err().to_string();
+            let err = Config::load(None, no_flags())
+                .unwrap_err()
+                .to_string()
+                .to_lowercase();
             assert!(err.contains("listen"), "{err}");
             Ok(())
         });
@@ -361,6 +393,53 @@ mod tests {
         };
         assert!(!format!("{config:?}").contains("hunter2"));
         assert!(!serde_json::to_string(&config).unwrap().contains("hunter2"));
+    }
+
+    #[test]
+    fn the_compose_file_passes_only_known_settings() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/compose.yaml");
+        let compose: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let environment = &compose["services"]["plinth"]["environment"];
+        let vars: Vec<(String, String)> = environment
+            .as_mapping()
+            .expect("the plinth service has an environment map")
+            .iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    serde_yaml_ng::Value::String(s) => s.clone(),
+                    other => serde_yaml_ng::to_string(other).unwrap().trim().to_owned(),
+                };
+                (k.as_str().unwrap().to_owned(), value)
+            })
+            .collect();
+        assert!(
+            vars.iter().all(|(k, _)| k.starts_with("PLINTH_")),
+            "{vars:?}"
+        );
+        assert!(vars.len() >= 5);
+        let config = Config::from_env_vars(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .unwrap_or_else(|err| panic!("compose.yaml passes a setting Plinth rejects: {err}"));
+        assert!(config.database_url().starts_with("postgres://"));
+        assert_eq!(config.quotas.requests_per_second, Some(100));
+        assert_eq!(config.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn unknown_variables_in_a_deployment_are_caught() {
+        let err = Config::from_env_vars([("PLINTH_DATABSE_URL", "postgres://x")]).unwrap_err();
+        assert!(err.to_string().contains("databse_url"), "{err}");
+    }
+
+    #[test]
+    fn the_example_configuration_file_loads() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/plinth.toml");
+        Jail::expect_with(|_| {
+            let config = Config::load(Some(Path::new(path)), no_flags()).unwrap();
+            assert_eq!(config.quotas.request_burst, Some(200));
+            assert_eq!(config.token_ttl, Duration::from_secs(900));
+            Ok(())
+        });
     }
 
     #[test]

@@ -64,12 +64,12 @@ impl NewKey {
             .iter()
             .map(|text| ResourcePattern::parse(text))
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(at) = request.expires_at {
-            if to_millis(at) <= now_millis() {
-                return Err(ApiError::InvalidExpiry(
-                    "`expires_at` is in the past".into(),
-                ));
-            }
+        if let Some(at) = request.expires_at
+            && to_millis(at) <= now_millis()
+        {
+            return Err(ApiError::InvalidExpiry(
+                "`expires_at` is in the past".into(),
+            ));
         }
         if let Some(limit) = &request.rate_limit {
             validate_rate_limit(limit)?;

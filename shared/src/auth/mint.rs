@@ -89,15 +89,15 @@ impl Authenticator {
             )));
         }
         let mut exp_ms = now.saturating_add(ttl.as_millis() as i64);
-        if let Some(limit) = caller.expires_at_ms {
-            if exp_ms > limit {
-                if from_token && request.ttl_seconds.is_some() {
-                    return Err(ApiError::ScopeEscalation(
-                        "the lifetime reaches past the token's own".into(),
-                    ));
-                }
-                exp_ms = limit;
+        if let Some(limit) = caller.expires_at_ms
+            && exp_ms > limit
+        {
+            if from_token && request.ttl_seconds.is_some() {
+                return Err(ApiError::ScopeEscalation(
+                    "the lifetime reaches past the token's own".into(),
+                ));
             }
+            exp_ms = limit;
         }
         let claims = TokenClaims {
             iss: self.issuer.clone(),
