@@ -1,5 +1,8 @@
 //! A console server on a loopback port, on one test backend, with an SDK client for the admin.
 
+// Each test binary uses a different part of this module.
+#![allow(dead_code)]
+
 use plinth_sdk::Client;
 use plinth_shared::Shared;
 use plinth_shared::testkit::TestBackend;
