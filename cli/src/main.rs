@@ -37,7 +37,11 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Admin(command) => {
-            let options = admin::AdminOptions { url: cli.url, token: cli.token, json: cli.json };
+            let options = admin::AdminOptions {
+                url: cli.url,
+                token: cli.token,
+                json: cli.json,
+            };
             admin::run(command, options).await
         }
     }

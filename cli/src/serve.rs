@@ -1,5 +1,6 @@
 //! `plinth serve`: load the configuration, open the shared state, mount the services, serve.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -57,7 +58,11 @@ pub(crate) fn services(shared: &Shared, only: Option<Service>) -> OpenApiRouter 
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let flags = Flags { listen: args.listen, data_dir: args.data_dir, database_url: args.database_url };
+    let flags = Flags {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        database_url: args.database_url,
+    };
     let config = Config::load(args.config.as_deref(), flags)?;
     init_tracing(&config)?;
     tracing::info!(config = %serde_json::to_string(&config)?, "configuration");
@@ -65,7 +70,11 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let admin = resolve_admin_token(&config)?;
     if let Some(path) = &admin.generated_at {
         // Printed once, on the start that generated it; later starts read it from the file.
-        println!("generated admin token (also stored in {}):\n  {}", path.display(), admin.token);
+        println!(
+            "generated admin token (also stored in {}):\n  {}",
+            path.display(),
+            admin.token
+        );
     }
     let listen = config.listen;
     let shared = Shared::open(config, &admin.token).await?;
@@ -78,16 +87,27 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     println!("plinth listening on http://{address}");
     tracing::info!(%address, backend = shared.store().backend().as_str(), "server started");
-    plinth_shared::http::serve(listener, app, shared, plinth_shared::http::shutdown_signal())
-        .await?;
+    plinth_shared::http::serve(
+        listener,
+        app,
+        shared,
+        plinth_shared::http::shutdown_signal(),
+    )
+    .await?;
     tracing::info!("server stopped");
     Ok(())
 }
 
 fn init_tracing(config: &Config) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&config.log_level)
-        .with_context(|| format!("configuration: `log_level` {:?} is not a filter", config.log_level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_new(&config.log_level).with_context(|| {
+        format!(
+            "configuration: `log_level` {:?} is not a filter",
+            config.log_level
+        )
+    })?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -312,6 +312,8 @@ fn read_secret(
 }
 
 #[cfg(test)]
+// figment's `Jail` closures must return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use figment::Jail;
 

@@ -28,13 +28,15 @@ pub fn parse_day(field: &str, text: &str) -> Result<Date, ApiError> {
         .map_err(|_| ApiError::InvalidParameter(format!("`{field}` must be a YYYY-MM-DD day")))
 }
 
-type CounterKey = (String, String, String);
+/// Pending counts: project -> (day, metric) -> amount. Nested so that the hot path looks a
+/// project up by `&str` and allocates only the first time a project counts something.
+type Pending = HashMap<String, HashMap<(Date, &'static str), u64>>;
 
 /// The counters not yet written to the store.
 #[derive(Debug)]
 pub struct Usage {
     store: Store,
-    pending: Mutex<HashMap<CounterKey, u64>>,
+    pending: Mutex<Pending>,
 }
 
 impl Usage {
@@ -47,19 +49,20 @@ impl Usage {
     }
 
     /// Counts `amount` of `metric` for `project_id` today (UTC).
-    pub fn record(&self, project_id: &str, metric: &str, amount: u64) {
+    pub fn record(&self, project_id: &str, metric: &'static str, amount: u64) {
         if amount == 0 {
             return;
         }
-        metrics::counter!("plinth_usage_total", "metric" => metric.to_owned()).increment(amount);
-        let day = day_string(OffsetDateTime::now_utc().date());
+        let day = OffsetDateTime::now_utc().date();
         let mut pending = self
             .pending
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *pending
-            .entry((project_id.to_owned(), day, metric.to_owned()))
-            .or_default() += amount;
+        let counters = match pending.get_mut(project_id) {
+            Some(counters) => counters,
+            None => pending.entry(project_id.to_owned()).or_default(),
+        };
+        *counters.entry((day, metric)).or_default() += amount;
     }
 
     /// Writes the pending counters in one transaction. On failure they are kept for the
@@ -79,34 +82,47 @@ impl Usage {
             return Ok(());
         }
         match self.write(&batch).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                for counters in batch.values() {
+                    for ((_, metric), amount) in counters {
+                        metrics::counter!("plinth_usage_total", "metric" => *metric)
+                            .increment(*amount);
+                    }
+                }
+                Ok(())
+            }
             Err(err) => {
                 let mut pending = self
                     .pending
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
-                for (key, amount) in batch {
-                    *pending.entry(key).or_default() += amount;
+                for (project_id, counters) in batch {
+                    let kept = pending.entry(project_id).or_default();
+                    for (key, amount) in counters {
+                        *kept.entry(key).or_default() += amount;
+                    }
                 }
                 Err(err)
             }
         }
     }
 
-    async fn write(&self, batch: &HashMap<CounterKey, u64>) -> Result<(), ApiError> {
+    async fn write(&self, batch: &Pending) -> Result<(), ApiError> {
         let mut tx = self.store.begin().await?;
-        for ((project_id, day, metric), amount) in batch {
-            sqlx::query(
-                "INSERT INTO usage_daily (project_id, day, metric, value) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (project_id, day, metric) \
-                 DO UPDATE SET value = usage_daily.value + excluded.value",
-            )
-            .bind(project_id)
-            .bind(day)
-            .bind(metric)
-            .bind(i64::try_from(*amount).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
+        for (project_id, counters) in batch {
+            for ((day, metric), amount) in counters {
+                sqlx::query(
+                    "INSERT INTO usage_daily (project_id, day, metric, value) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (project_id, day, metric) \
+                     DO UPDATE SET value = usage_daily.value + excluded.value",
+                )
+                .bind(project_id)
+                .bind(day_string(*day))
+                .bind(*metric)
+                .bind(i64::try_from(*amount).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         tx.commit().await?;
         Ok(())

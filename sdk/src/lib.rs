@@ -1,0 +1,24 @@
+//! The Rust client of Plinth, for functions and admin tools.
+//!
+//! A [`Client`] holds a deployment's URL and one bearer credential, and turns each API route
+//! into an `async` method that returns the typed bodies of [`plinth_types`] (re-exported as
+//! [`types`]) or an [`Error`].
+//!
+//! - `builder`: configuration, from code or from the environment.
+//! - `client`: URL building, and the send loop.
+//! - `retry`: which failures are retried, and the backoff between attempts.
+//! - `error`: the error type, and how an error response becomes one.
+//! - `console`: the console API methods (projects, keys, tokens, quotas, usage, audit and
+//!   signing keys), all on [`Client`].
+
+mod builder;
+mod client;
+mod console;
+mod error;
+mod retry;
+
+pub use plinth_types as types;
+
+pub use crate::builder::{ClientBuilder, DEFAULT_URL};
+pub use crate::client::Client;
+pub use crate::error::Error;
