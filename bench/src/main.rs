@@ -44,6 +44,9 @@ enum Bench {
     Auth,
 }
 
+/// Requests per variant before the benchmark switches to the next one.
+const BLOCK: u32 = 500;
+
 async fn handler() -> &'static str {
     "ok"
 }
@@ -117,33 +120,42 @@ async fn auth_bench(args: &Args) -> anyhow::Result<()> {
     round(&app, "/bench/authed", &key.secret, 2_000).await?;
     round(&app, "/bench/authed", &token, 2_000).await?;
 
+    // Small interleaved blocks, so that the variants share whatever the machine is doing
+    // (frequency changes, a noisy neighbour); each block gives one ratio per variant.
     let (mut open, mut with_key, mut with_token) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..args.rounds {
-        open.push(round(&app, "/bench/open", &key.secret, args.requests).await?);
-        with_key.push(round(&app, "/bench/authed", &key.secret, args.requests).await?);
-        with_token.push(round(&app, "/bench/authed", &token, args.requests).await?);
+    let (mut key_ratios, mut token_ratios) = (Vec::new(), Vec::new());
+    for _ in 0..args.rounds * (args.requests / BLOCK).max(1) {
+        let o = round(&app, "/bench/open", &key.secret, BLOCK).await?;
+        let k = round(&app, "/bench/authed", &key.secret, BLOCK).await?;
+        let t = round(&app, "/bench/authed", &token, BLOCK).await?;
+        key_ratios.push(k.as_secs_f64() / o.as_secs_f64());
+        token_ratios.push(t.as_secs_f64() / o.as_secs_f64());
+        open.push(o);
+        with_key.push(k);
+        with_token.push(t);
     }
-    let (open, with_key, with_token) = (median(open), median(with_key), median(with_token));
-    let ratio = |d: Duration| d.as_secs_f64() / open.as_secs_f64();
+    let micros = |samples: Vec<Duration>| median(samples).as_secs_f64() * 1e6;
+    let ratio = |mut ratios: Vec<f64>| {
+        ratios.sort_by(f64::total_cmp);
+        ratios[ratios.len() / 2]
+    };
 
-    println!("| route | µs per request | ratio to no auth |");
+    println!("| route | µs per request (median block) | ratio to no auth (median block) |");
     println!("|---|---|---|");
+    println!("| no auth (peer) | {:.2} | 1.00 |", micros(open));
     println!(
-        "| no auth (peer) | {:.2} | 1.00 |",
-        open.as_secs_f64() * 1e6
+        "| API key | {:.2} | {:.3} |",
+        micros(with_key),
+        ratio(key_ratios)
     );
     println!(
-        "| API key | {:.2} | {:.2} |",
-        with_key.as_secs_f64() * 1e6,
-        ratio(with_key)
+        "| access token (JWT) | {:.2} | {:.3} |",
+        micros(with_token),
+        ratio(token_ratios)
     );
     println!(
-        "| access token (JWT) | {:.2} | {:.2} |",
-        with_token.as_secs_f64() * 1e6,
-        ratio(with_token)
-    );
-    println!(
-        "\n{} requests x {} rounds per variant, median round, warm caches, in-process",
+        "\n{} requests x {} rounds per variant in interleaved blocks of {BLOCK}, warm caches, \
+         in-process on one thread",
         args.requests, args.rounds
     );
     shared.shutdown().await;

@@ -3,46 +3,34 @@
 //! Each replica keeps its own buckets, so with N replicas behind a balancer a key can reach
 //! up to N times its rate; the limit is a guard against runaway callers, not a billing meter.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use moka::sync::Cache;
 use plinth_types::console::RateLimit;
 
 use crate::error::ApiError;
 
 type Bucket = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
-/// The buckets of every key seen recently.
+/// A key's bucket with the limit it was made for.
+type Entry = Arc<(RateLimit, Bucket)>;
+
+/// The buckets of every rate-limited key this replica has seen since it started. Only
+/// authenticated keys get one, so the map grows with the number of keys, not of requests.
+#[derive(Default)]
 pub struct RateLimits {
-    buckets: Cache<String, Arc<(RateLimit, Bucket)>>,
+    buckets: RwLock<HashMap<String, Entry, foldhash::fast::RandomState>>,
     clock: DefaultClock,
 }
 
 impl std::fmt::Debug for RateLimits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimits")
-            .field("keys", &self.buckets.entry_count())
-            .finish()
-    }
-}
-
-impl Default for RateLimits {
-    fn default() -> Self {
-        RateLimits {
-            // A key idle for ten minutes starts again with a full bucket, which it would
-            // have had by then anyway at any rate of at least one per ten minutes.
-            buckets: Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_idle(Duration::from_secs(600))
-                .build(),
-            clock: DefaultClock::default(),
-        }
+        f.debug_struct("RateLimits").finish_non_exhaustive()
     }
 }
 
@@ -53,14 +41,30 @@ impl RateLimits {
     ///
     /// Returns `rate_limited` with the wait until the next request is allowed.
     pub fn check(&self, key_id: &str, limit: RateLimit) -> Result<(), ApiError> {
-        let mut entry = self
+        let known = self
             .buckets
-            .get_with_by_ref(key_id, || Arc::new(new_bucket(limit)));
-        if entry.0 != limit {
-            // The operator changed the limit: start a bucket of the new size.
-            entry = Arc::new(new_bucket(limit));
-            self.buckets.insert(key_id.to_owned(), entry.clone());
-        }
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(key_id)
+            .cloned();
+        let entry = match known {
+            Some(entry) if entry.0 == limit => entry,
+            // A new key, or the operator changed its limit: start a bucket of that size,
+            // unless a concurrent request of the same key just did.
+            _ => {
+                let mut buckets = self
+                    .buckets
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let slot = buckets
+                    .entry(key_id.to_owned())
+                    .or_insert_with(|| Arc::new(new_bucket(limit)));
+                if slot.0 != limit {
+                    *slot = Arc::new(new_bucket(limit));
+                }
+                slot.clone()
+            }
+        };
         match entry.1.check() {
             Ok(_) => Ok(()),
             Err(not_until) => Err(ApiError::RateLimited {
@@ -83,6 +87,8 @@ fn new_bucket(limit: RateLimit) -> (RateLimit, Bucket) {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -104,6 +110,27 @@ mod tests {
         }
         // Another key has its own bucket.
         limits.check("key_b", limit).unwrap();
+    }
+
+    #[test]
+    fn concurrent_first_requests_share_one_bucket() {
+        let limits = Arc::new(RateLimits::default());
+        let limit = RateLimit {
+            per_second: 1,
+            burst: 4,
+        };
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let limits = limits.clone();
+                std::thread::spawn(move || limits.check("key", limit).is_ok())
+            })
+            .collect();
+        let passed = threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .filter(|ok| *ok)
+            .count();
+        assert_eq!(passed, 4);
     }
 
     #[test]

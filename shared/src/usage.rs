@@ -9,6 +9,7 @@ use sqlx::Row;
 use time::{Date, OffsetDateTime, format_description::FormatItem, macros::format_description};
 
 use crate::error::ApiError;
+use crate::ids::now_millis;
 use crate::store::Store;
 
 const DAY_FORMAT: &[FormatItem<'static>] = format_description!("[year]-[month]-[day]");
@@ -16,6 +17,12 @@ const DAY_FORMAT: &[FormatItem<'static>] = format_description!("[year]-[month]-[
 /// Returns `date` as `YYYY-MM-DD`.
 pub fn day_string(date: Date) -> String {
     date.format(DAY_FORMAT).unwrap_or_default()
+}
+
+/// Returns the UTC date `days` days after 1970-01-01.
+fn epoch_day(days: i64) -> Date {
+    let midnight = OffsetDateTime::UNIX_EPOCH + time::Duration::days(days);
+    midnight.date()
 }
 
 /// Parses a `YYYY-MM-DD` day.
@@ -28,9 +35,12 @@ pub fn parse_day(field: &str, text: &str) -> Result<Date, ApiError> {
         .map_err(|_| ApiError::InvalidParameter(format!("`{field}` must be a YYYY-MM-DD day")))
 }
 
-/// Pending counts: project -> (day, metric) -> amount. Nested so that the hot path looks a
+/// Pending counts: project -> (day as days since the epoch, metric) -> amount. Nested so that the hot path looks a
 /// project up by `&str` and allocates only the first time a project counts something.
-type Pending = HashMap<String, HashMap<(Date, &'static str), u64>>;
+type Pending = HashMap<String, HashMap<(i64, &'static str), u64, Hasher>, Hasher>;
+
+/// Only authenticated projects count, so a fast seeded hasher is enough here.
+type Hasher = foldhash::fast::RandomState;
 
 /// The counters not yet written to the store.
 #[derive(Debug)]
@@ -44,7 +54,7 @@ impl Usage {
     pub fn new(store: Store) -> Usage {
         Usage {
             store,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::default(),
         }
     }
 
@@ -53,7 +63,9 @@ impl Usage {
         if amount == 0 {
             return;
         }
-        let day = OffsetDateTime::now_utc().date();
+        // Days since the epoch: a division, where a calendar date would cost a conversion on
+        // every request. UTC days are exactly 86,400 Unix seconds.
+        let day = now_millis().div_euclid(86_400_000);
         let mut pending = self
             .pending
             .lock()
@@ -117,7 +129,7 @@ impl Usage {
                      DO UPDATE SET value = usage_daily.value + excluded.value",
                 )
                 .bind(project_id)
-                .bind(day_string(*day))
+                .bind(day_string(epoch_day(*day)))
                 .bind(*metric)
                 .bind(i64::try_from(*amount).unwrap_or(i64::MAX))
                 .execute(&mut *tx)
@@ -162,5 +174,29 @@ impl Usage {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::date;
+
+    use super::*;
+
+    #[test]
+    fn epoch_days_map_to_utc_dates() {
+        assert_eq!(epoch_day(0), date!(1970 - 01 - 01));
+        assert_eq!(epoch_day(20_000), date!(2024 - 10 - 04));
+        let today = OffsetDateTime::now_utc().date();
+        assert_eq!(epoch_day(now_millis().div_euclid(86_400_000)), today);
+    }
+
+    #[test]
+    fn days_format_and_parse() {
+        let day = date!(2026 - 12 - 03);
+        assert_eq!(day_string(day), "2026-12-03");
+        assert_eq!(parse_day("from", "2026-12-03").unwrap(), day);
+        assert!(parse_day("from", "2026-13-01").is_err());
+        assert!(parse_day("from", "yesterday").is_err());
     }
 }

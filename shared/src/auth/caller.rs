@@ -1,5 +1,7 @@
 //! The [`Caller`] extractor.
 
+use std::sync::Arc;
+
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -18,16 +20,16 @@ pub enum Principal {
     /// A project's API key.
     Key {
         /// The key's project.
-        project_id: String,
+        project_id: Arc<str>,
         /// The key.
-        key_id: String,
+        key_id: Arc<str>,
     },
     /// An access token minted from a project's API key.
     Token {
         /// The token's project.
-        project_id: String,
+        project_id: Arc<str>,
         /// The key the token descends from.
-        key_id: String,
+        key_id: Arc<str>,
     },
 }
 
@@ -35,15 +37,15 @@ pub enum Principal {
 ///
 /// As an extractor it reads `Authorization: Bearer`, authenticates, applies the key's rate
 /// limit and counts the request in the project's usage; the body of a handler only ever sees
-/// a caller that passed all three.
+/// a caller that passed all three. Cloning is cheap: the lists are shared.
 #[derive(Clone, Debug)]
 pub struct Caller {
     /// Whose credential it is.
     pub principal: Principal,
     /// The scopes the credential grants.
-    pub scopes: Vec<Scope>,
+    pub scopes: Arc<[Scope]>,
     /// The resources the credential is limited to; empty means all.
-    pub resources: Vec<ResourcePattern>,
+    pub resources: Arc<[ResourcePattern]>,
     /// When the credential itself stops working, in milliseconds since the epoch.
     pub expires_at_ms: Option<i64>,
     /// The request rate allowed to the credential's key, if limited.
@@ -55,8 +57,8 @@ impl Caller {
     pub fn admin() -> Caller {
         Caller {
             principal: Principal::Admin,
-            scopes: Scope::ALL.to_vec(),
-            resources: Vec::new(),
+            scopes: Scope::ALL.into(),
+            resources: Arc::new([]),
             expires_at_ms: None,
             rate_limit: None,
         }
@@ -179,10 +181,13 @@ where
             .get(AUTHORIZATION)
             .ok_or(ApiError::MissingCredentials)?;
         let value = header.to_str().map_err(|_| ApiError::InvalidCredentials)?;
-        let (scheme, credential) = value.split_once(' ').ok_or(ApiError::MissingCredentials)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(ApiError::MissingCredentials);
-        }
+        // The scheme is case-insensitive (RFC 9110, section 11.1).
+        let credential = match (value.get(..7), value.get(7..)) {
+            (Some(scheme), Some(credential)) if scheme.eq_ignore_ascii_case("bearer ") => {
+                credential
+            }
+            _ => return Err(ApiError::MissingCredentials),
+        };
 
         let caller = shared.auth().authenticate(credential.trim()).await?;
         if let (Some(key_id), Some(limit)) = (caller.key_id(), caller.rate_limit) {

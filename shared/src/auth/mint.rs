@@ -33,7 +33,7 @@ impl Authenticator {
         };
 
         let scopes = match &request.scopes {
-            None => caller.scopes.clone(),
+            None => caller.scopes.to_vec(),
             Some(asked) => {
                 if let Some(extra) = asked.iter().find(|scope| !caller.scopes.contains(scope)) {
                     return Err(ApiError::ScopeEscalation(format!(
@@ -48,7 +48,7 @@ impl Authenticator {
         };
 
         let resources = match &request.resources {
-            None => caller.resources.clone(),
+            None => caller.resources.to_vec(),
             Some(asked) => {
                 let asked = asked
                     .iter()
@@ -102,8 +102,8 @@ impl Authenticator {
         let claims = TokenClaims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
-            sub: key_id.clone(),
-            project: project_id.clone(),
+            sub: key_id.to_string(),
+            project: project_id.to_string(),
             scopes: scopes.clone(),
             resources: resources.iter().map(|p| p.as_str().to_owned()).collect(),
             exp: exp_ms / 1000,
@@ -116,7 +116,7 @@ impl Authenticator {
             token,
             token_type: "Bearer".into(),
             expires_at: from_millis(claims.exp * 1000),
-            project_id: project_id.clone(),
+            project_id: project_id.to_string(),
             scopes,
             resources: claims.resources,
         })

@@ -33,6 +33,11 @@ use crate::ids::now_millis;
 use crate::keys::{self, KeyRecord};
 use crate::store::Store;
 
+/// The hasher of the auth caches: keys are credentials of a few hundred bytes, where SipHash
+/// would be a good part of a warm request's cost; foldhash's quality variant is randomly
+/// seeded per process and several times faster.
+type CacheHasher = foldhash::quality::RandomState;
+
 /// Tolerated clock difference between the replica that minted a token and the one checking it.
 const CLOCK_LEEWAY_SECS: u64 = 5;
 
@@ -40,6 +45,7 @@ const CLOCK_LEEWAY_SECS: u64 = 5;
 pub struct Authenticator {
     store: Store,
     admin_token_digest: Vec<u8>,
+    admin_token_len: usize,
     keyring: Arc<KeyRing>,
     validation: Validation,
     issuer: String,
@@ -47,9 +53,17 @@ pub struct Authenticator {
     token_ttl: Duration,
     token_ttl_max: Duration,
     default_quotas: Quotas,
-    keys_by_hash: Cache<String, Option<Arc<KeyRecord>>>,
-    keys_by_id: Cache<String, Option<Arc<KeyRecord>>>,
-    tokens: Cache<String, Arc<TokenClaims>>,
+    cache_ttl: Duration,
+    /// Resolved callers by credential: the one lookup of a warm request. quick_cache rather
+    /// than moka here: its lookup costs a fraction of moka's, which matters on every request;
+    /// entries carry their own expiry, checked on read.
+    callers: quick_cache::sync::Cache<String, Resolved>,
+    /// Key records by secret, misses included, so unknown secrets do not reach the store.
+    keys_by_secret: Cache<String, Option<Arc<KeyRecord>>, CacheHasher>,
+    /// Key records by id, for the tokens minted from them.
+    keys_by_id: Cache<String, Option<Arc<KeyRecord>>, CacheHasher>,
+    /// Verified token claims, until the token expires.
+    tokens: Cache<String, Arc<TokenClaims>, CacheHasher>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -74,6 +88,14 @@ pub struct TokenPolicy {
     pub ttl_max: Duration,
     /// How long key state is cached.
     pub cache_ttl: Duration,
+}
+
+/// A cached resolution: the caller, and until when it may be reused without looking at the
+/// key again (the cache TTL, or the token's expiry if that comes first).
+#[derive(Clone)]
+struct Resolved {
+    caller: Caller,
+    valid_until: Instant,
 }
 
 /// Caches verified tokens until their own expiry.
@@ -111,11 +133,12 @@ impl Authenticator {
             Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(policy.cache_ttl)
-                .build()
+                .build_with_hasher(CacheHasher::default())
         };
         Authenticator {
             store,
             admin_token_digest: digest(&SHA256, admin_token.as_bytes()).as_ref().to_vec(),
+            admin_token_len: admin_token.len(),
             keyring,
             validation,
             issuer: policy.issuer,
@@ -123,12 +146,14 @@ impl Authenticator {
             token_ttl: policy.ttl,
             token_ttl_max: policy.ttl_max,
             default_quotas,
-            keys_by_hash: key_cache(),
+            cache_ttl: policy.cache_ttl,
+            callers: quick_cache::sync::Cache::new(100_000),
+            keys_by_secret: key_cache(),
             keys_by_id: key_cache(),
             tokens: Cache::builder()
                 .max_capacity(100_000)
                 .expire_after(UntilExpiry)
-                .build(),
+                .build_with_hasher(CacheHasher::default()),
         }
     }
 
@@ -144,11 +169,29 @@ impl Authenticator {
     /// Returns the specific refusal: unknown credential, bad or expired token, revoked or
     /// expired key.
     pub async fn authenticate(&self, credential: &str) -> Result<Caller, ApiError> {
-        // Keys are told apart by their prefix first, so the hot path hashes once.
+        if let Some(resolved) = self.callers.get(credential)
+            && resolved.valid_until > Instant::now()
+        {
+            return Ok(resolved.caller);
+        }
+        let caller = self.resolve(credential).await?;
+        if !caller.is_admin() {
+            self.remember(credential, &caller);
+        }
+        Ok(caller)
+    }
+
+    async fn resolve(&self, credential: &str) -> Result<Caller, ApiError> {
+        // Keys are told apart by their prefix first, so their path never hashes for the
+        // admin comparison.
         if credential.starts_with(secret::KEY_PREFIX) {
             return self.authenticate_key(credential).await;
         }
-        if digest(&SHA256, credential.as_bytes()).as_ref() == self.admin_token_digest.as_slice() {
+        // Digests are compared, not the tokens, so the comparison's timing says nothing about
+        // the token; only a credential of the right length is worth hashing at all.
+        if credential.len() == self.admin_token_len
+            && digest(&SHA256, credential.as_bytes()).as_ref() == self.admin_token_digest.as_slice()
+        {
             return Ok(Caller::admin());
         }
         if credential.split('.').count() == 3 {
@@ -157,19 +200,38 @@ impl Authenticator {
         Err(ApiError::InvalidCredentials)
     }
 
+    /// Caches a resolution for the cache TTL, or until the credential expires if sooner.
+    fn remember(&self, credential: &str, caller: &Caller) {
+        let now = Instant::now();
+        let mut valid_until = now + self.cache_ttl;
+        if let Some(expires_at_ms) = caller.expires_at_ms {
+            let left =
+                Duration::from_millis(expires_at_ms.saturating_sub(now_millis()).max(0) as u64);
+            valid_until = valid_until.min(now + left);
+        }
+        let resolved = Resolved {
+            caller: caller.clone(),
+            valid_until,
+        };
+        self.callers.insert(credential.to_owned(), resolved);
+    }
+
     async fn authenticate_key(&self, credential: &str) -> Result<Caller, ApiError> {
         // The checksum turns away typos and random strings before any lookup.
         if !secret::is_well_formed_key(credential) {
             return Err(ApiError::InvalidCredentials);
         }
-        let hash = secret::hash_secret(credential);
-        let record = match self.keys_by_hash.get(&hash) {
+        // Cached by the secret itself, so a warm request does not hash it; the cache lives in
+        // memory only, like the requests that carry the secret.
+        let record = match self.keys_by_secret.get(credential) {
             Some(cached) => cached,
             None => {
+                let hash = secret::hash_secret(credential);
                 let found = keys::record_by_hash(self.store.pool(), &hash)
                     .await?
                     .map(Arc::new);
-                self.keys_by_hash.insert(hash, found.clone());
+                self.keys_by_secret
+                    .insert(credential.to_owned(), found.clone());
                 found
             }
         };
@@ -177,11 +239,11 @@ impl Authenticator {
         check_key_state(&record)?;
         Ok(Caller {
             principal: Principal::Key {
-                project_id: record.project_id.clone(),
-                key_id: record.id.clone(),
+                project_id: record.project_id.as_str().into(),
+                key_id: record.id.as_str().into(),
             },
-            scopes: record.scopes.clone(),
-            resources: record.resources.clone(),
+            scopes: record.scopes.clone().into(),
+            resources: record.resources.clone().into(),
             expires_at_ms: record.expires_at,
             rate_limit: self.effective_rate_limit(&record),
         })
@@ -216,11 +278,11 @@ impl Authenticator {
             .map_err(|_| ApiError::InvalidToken("malformed resource pattern"))?;
         Ok(Caller {
             principal: Principal::Token {
-                project_id: claims.project.clone(),
-                key_id: claims.sub.clone(),
+                project_id: claims.project.as_str().into(),
+                key_id: claims.sub.as_str().into(),
             },
-            scopes: claims.scopes.clone(),
-            resources,
+            scopes: claims.scopes.clone().into(),
+            resources: resources.into(),
             expires_at_ms: Some(claims.exp * 1000),
             rate_limit: self.effective_rate_limit(&record),
         })
@@ -271,7 +333,8 @@ impl Authenticator {
     /// Drops every cached key state on this replica, as after a revocation here. Other
     /// replicas pick the change up when their cache entries expire.
     pub fn forget_keys(&self) {
-        self.keys_by_hash.invalidate_all();
+        self.callers.clear();
+        self.keys_by_secret.invalidate_all();
         self.keys_by_id.invalidate_all();
     }
 

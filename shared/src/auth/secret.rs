@@ -59,11 +59,13 @@ fn checksum_ok(text: &str) -> bool {
 
 /// Returns the stored form of a secret: its SHA-256, as hex.
 pub fn hash_secret(secret: &str) -> String {
-    digest(&SHA256, secret.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    use std::fmt::Write;
+
+    let mut hex = String::with_capacity(64);
+    for byte in digest(&SHA256, secret.as_bytes()).as_ref() {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
 }
 
 #[cfg(test)]
