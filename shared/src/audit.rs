@@ -73,21 +73,36 @@ pub async fn list(
     before: Option<&str>,
     limit: usize,
 ) -> Result<Page<AuditEntry>, ApiError> {
-    // `~` sorts after every id character, so it stands for "no upper bound".
-    let before = before.unwrap_or("~");
-    let rows = match project_id {
-        Some(project_id) => sqlx::query(
-            "SELECT * FROM audit_log WHERE project_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
-        )
-        .bind(project_id)
-        .bind(before)
-        .bind(limit as i64 + 1)
-        .fetch_all(&mut *conn)
-        .await?,
-        None => {
+    let fetch = limit as i64 + 1;
+    let rows = match (project_id, before) {
+        (Some(project_id), Some(before)) => {
+            sqlx::query(
+                "SELECT * FROM audit_log WHERE project_id = $1 AND id < $2 \
+                 ORDER BY id DESC LIMIT $3",
+            )
+            .bind(project_id)
+            .bind(before)
+            .bind(fetch)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        (Some(project_id), None) => {
+            sqlx::query("SELECT * FROM audit_log WHERE project_id = $1 ORDER BY id DESC LIMIT $2")
+                .bind(project_id)
+                .bind(fetch)
+                .fetch_all(&mut *conn)
+                .await?
+        }
+        (None, Some(before)) => {
             sqlx::query("SELECT * FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2")
                 .bind(before)
-                .bind(limit as i64 + 1)
+                .bind(fetch)
+                .fetch_all(&mut *conn)
+                .await?
+        }
+        (None, None) => {
+            sqlx::query("SELECT * FROM audit_log ORDER BY id DESC LIMIT $1")
+                .bind(fetch)
                 .fetch_all(&mut *conn)
                 .await?
         }

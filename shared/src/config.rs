@@ -223,6 +223,9 @@ impl Config {
         if self.master_key.is_some() && self.master_key_file.is_some() {
             return Err(ConfigError::BothSecretSources("master_key"));
         }
+        if let Some(token) = &self.admin_token {
+            check_admin_token(token)?;
+        }
         if let Some(url) = &self.database_url {
             let known = ["sqlite:", "postgres:", "postgresql:"];
             if !known.iter().any(|scheme| url.starts_with(scheme)) {
@@ -264,7 +267,11 @@ impl Config {
     ///
     /// Returns an error when the file cannot be read or is empty.
     pub fn admin_token(&self) -> Result<Option<Secret>, ConfigError> {
-        read_secret("admin_token", &self.admin_token, &self.admin_token_file)
+        let token = read_secret("admin_token", &self.admin_token, &self.admin_token_file)?;
+        if let Some(token) = &token {
+            check_admin_token(token)?;
+        }
+        Ok(token)
     }
 
     /// Returns the configured master key, read from its file if need be.
@@ -285,6 +292,26 @@ fn server_env() -> Env {
             !CLIENT_ENV_KEYS.contains(&key.as_str()) && !key.starts_with("test_")
         })
         .split("__")
+}
+
+/// Shortest admin token accepted: guessing one must stay out of reach.
+const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+fn check_admin_token(token: &Secret) -> Result<(), ConfigError> {
+    let token = token.expose();
+    if token.len() < MIN_ADMIN_TOKEN_LEN || token.chars().any(|c| c.is_whitespace()) {
+        return Err(ConfigError::Value {
+            key: "admin_token",
+            reason: format!("must be at least {MIN_ADMIN_TOKEN_LEN} characters, without spaces"),
+        });
+    }
+    if token.starts_with(crate::auth::secret::KEY_PREFIX) {
+        return Err(ConfigError::Value {
+            key: "admin_token",
+            reason: "must not look like an API key (`plinth_sk_...`)".into(),
+        });
+    }
+    Ok(())
 }
 
 fn read_secret(
@@ -385,6 +412,28 @@ mod tests {
             assert!(err.contains("admin_token"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn weak_admin_tokens_are_refused() {
+        for weak in [
+            "",
+            "short",
+            "plinth_sk_aaaaaaaaaaaaaaaaaaaaaaaa",
+            "has spaces in it 123456",
+        ] {
+            let config = Config {
+                admin_token: Some(Secret::new(weak)),
+                ..Config::default()
+            };
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("admin_token"), "{weak:?}: {err}");
+        }
+        let strong = Config {
+            admin_token: Some(Secret::new("x".repeat(32))),
+            ..Config::default()
+        };
+        strong.validate().unwrap();
     }
 
     #[test]

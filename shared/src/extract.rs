@@ -5,7 +5,7 @@
 //! failure (`malformed_json`, `unknown_field`, `invalid_field`, `payload_too_large`, ...).
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
@@ -46,7 +46,14 @@ where
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|rejection| match rejection {
-                BytesRejection::FailedToBufferBody(_) => ApiError::PayloadTooLarge,
+                BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+                    ApiError::PayloadTooLarge
+                }
+                // The client went away or sent a broken body.
+                BytesRejection::FailedToBufferBody(other) => ApiError::MalformedJson(format!(
+                    "the body could not be read: {}",
+                    other.body_text()
+                )),
                 other => ApiError::InvalidParameter(other.body_text()),
             })?;
         parse_json(&bytes).map(Json)

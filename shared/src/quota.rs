@@ -13,6 +13,10 @@ use sqlx::{AnyConnection, Row};
 
 use crate::error::ApiError;
 
+/// Largest change one reservation may make: 2^62, far above any object or batch, and far
+/// enough from the 64-bit limit that `used + delta` cannot overflow.
+const MAX_DELTA: u64 = 1 << 62;
+
 /// A quantity that a project holds, as opposed to a rate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Gauge {
@@ -139,7 +143,9 @@ impl Quotas {
     /// Reserves `delta` of `gauge` for `project_id` inside the caller's transaction.
     ///
     /// Call it in the transaction of the write it pays for, before that write, and commit
-    /// both together. A negative `delta` releases capacity and never fails.
+    /// both together. A negative `delta` releases capacity and never fails; a release larger
+    /// than what is held leaves the gauge at zero rather than below it, so a double release
+    /// cannot turn into room beyond the limit.
     ///
     /// # Errors
     ///
@@ -152,6 +158,13 @@ impl Quotas {
         gauge: Gauge,
         delta: i64,
     ) -> Result<(), ApiError> {
+        // Bounded so that the arithmetic stays exact in a signed 64-bit column on both engines
+        // (SQLite would turn an overflowing sum into a float).
+        if delta.unsigned_abs() > MAX_DELTA {
+            return Err(ApiError::InvalidParameter(format!(
+                "a quota change of {delta} is out of range"
+            )));
+        }
         // The write comes first, so that on SQLite the transaction holds the write lock
         // before it reads the limit.
         sqlx::query(
@@ -193,7 +206,8 @@ impl Quotas {
                 .await?
             }
             _ => sqlx::query(
-                "UPDATE quota_gauges SET used = used + $1 WHERE project_id = $2 AND metric = $3",
+                "UPDATE quota_gauges SET used = CASE WHEN used + $1 < 0 THEN 0 ELSE used + $1 END \
+                 WHERE project_id = $2 AND metric = $3",
             )
             .bind(delta)
             .bind(project_id)

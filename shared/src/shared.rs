@@ -202,7 +202,7 @@ impl Shared {
             }
         }));
         tokio::spawn(periodic(weak, REFRESH_INTERVAL, |inner| async move {
-            if let Err(err) = inner.auth.keyring().refresh_if_stale().await {
+            if let Err(err) = inner.auth.keyring().reload().await {
                 tracing::warn!(error = %err, "signing keys could not be reloaded");
             }
         }));

@@ -66,7 +66,13 @@ impl TestBackend {
         let mut admin = sqlx::PgConnection::connect(&server)
             .await
             .unwrap_or_else(|err| panic!("{POSTGRES_ENV}={server} cannot be reached: {err}"));
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        // An ICU English collation, as a cluster made with a usual locale has, rather than the
+        // byte order of a bare `initdb`: ordering bugs must show up in tests.
+        let create = format!(
+            "CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' \
+             LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(create))
             .execute(&mut admin)
             .await
             .expect("create a test database");

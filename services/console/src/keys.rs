@@ -7,44 +7,53 @@ use plinth_shared::auth::pattern::ResourcePattern;
 use plinth_shared::extract::{Json, PageRequest, Path, Query, RequestId};
 use plinth_shared::keys::{self, NewKey};
 use plinth_shared::projects;
-use plinth_shared::{ApiError, Shared};
+use plinth_shared::{ApiError, Shared, ids};
 use plinth_types::ErrorBody;
+use plinth_types::Scope;
 use plinth_types::console::{ApiKey, CreateKey, KeyWithSecret, Page, PageQuery, UpdateKey};
 use serde_json::json;
+use time::OffsetDateTime;
 
 use crate::audit::Change;
 
-/// A project admin may hand out at most what it holds itself.
-fn check_grant(caller: &Caller, request: &CreateKey) -> Result<(), ApiError> {
+/// A project admin may hand out at most what it holds itself: no scope it lacks, no resource
+/// outside its patterns, no life longer than its own. The admin token may hand out anything.
+fn check_within(
+    caller: &Caller,
+    scopes: &[Scope],
+    resources: &[String],
+    expires_at: Option<OffsetDateTime>,
+) -> Result<(), ApiError> {
     if caller.is_admin() {
         return Ok(());
     }
-    if request.rate_limit.is_some() {
-        // Rate limits are the operator's to set; a tenant must not raise its own.
-        return Err(ApiError::AdminRequired);
-    }
-    if let Some(scope) = request
-        .scopes
-        .iter()
-        .find(|scope| !caller.scopes.contains(scope))
-    {
+    if let Some(scope) = scopes.iter().find(|scope| !caller.scopes.contains(scope)) {
         return Err(ApiError::ScopeEscalation(format!(
             "scope `{scope}` not held"
         )));
     }
     if !caller.resources.is_empty() {
-        if request.resources.is_empty() {
+        if resources.is_empty() {
             return Err(ApiError::ScopeEscalation(
                 "an empty resource list means every resource".into(),
             ));
         }
-        for text in &request.resources {
+        for text in resources {
             let pattern = ResourcePattern::parse(text)?;
             if !caller.resources.iter().any(|held| held.covers(&pattern)) {
                 return Err(ApiError::ScopeEscalation(format!(
                     "resource `{pattern}` is outside the credential's"
                 )));
             }
+        }
+    }
+    if let Some(limit_ms) = caller.expires_at_ms {
+        let outlives = expires_at.is_none_or(|at| ids::to_millis(at) > limit_ms);
+        if outlives {
+            return Err(ApiError::ScopeEscalation(
+                "the key would outlive the credential creating it; set an earlier `expires_at`"
+                    .into(),
+            ));
         }
     }
     Ok(())
@@ -72,7 +81,11 @@ pub async fn create_key(
 ) -> Result<(StatusCode, Json<KeyWithSecret>), ApiError> {
     caller.require_project_admin(&project_id)?;
     let new_key = NewKey::parse(&body)?;
-    check_grant(&caller, &body)?;
+    if body.rate_limit.is_some() && !caller.is_admin() {
+        // Rate limits are the operator's to set; a tenant must not raise its own.
+        return Err(ApiError::AdminRequired);
+    }
+    check_within(&caller, &body.scopes, &body.resources, body.expires_at)?;
 
     let mut tx = shared.store().begin().await?;
     projects::get(&mut tx, &project_id).await?;
@@ -250,6 +263,15 @@ pub async fn rotate_key(
     caller.require_project_admin(&project_id)?;
 
     let mut tx = shared.store().begin().await?;
+    // The new secret is as good as the key: only a credential that could have created this
+    // key may receive it.
+    let current = keys::get(&mut tx, &project_id, &key_id).await?;
+    check_within(
+        &caller,
+        &current.scopes,
+        &current.resources,
+        current.expires_at,
+    )?;
     let rotated = keys::rotate(&mut tx, &project_id, &key_id).await?;
     let change = Change {
         caller: &caller,

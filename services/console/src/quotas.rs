@@ -121,7 +121,9 @@ pub async fn get_usage(
         .unwrap_or(today);
     let from = match query.from.as_deref() {
         Some(day) => parse_day("from", day)?,
-        None => to - Duration::days(30),
+        None => to.checked_sub(Duration::days(30)).ok_or_else(|| {
+            ApiError::InvalidParameter("`to` is too early to count 30 days back from".into())
+        })?,
     };
     if from > to || (to - from).whole_days() > MAX_USAGE_DAYS {
         return Err(ApiError::InvalidParameter(format!(

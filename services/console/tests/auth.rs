@@ -536,6 +536,36 @@ async fn concurrent_reservations_never_exceed_the_quota(backend: TestBackend) {
         10
     );
 
+    // Releasing more than is held stops at zero: a double release cannot make room beyond
+    // the limit.
+    let mut tx = shared.store().begin().await.unwrap();
+    shared
+        .quotas()
+        .release(&mut tx, &project.id, Gauge::Objects, 25)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        server.admin.get_quotas(&project.id).await.unwrap().usage["objects"],
+        0
+    );
+    let tasks: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(reserve(shared.clone(), project.id.clone(), 1)))
+        .collect();
+    let granted = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .filter(|r| *r.as_ref().unwrap())
+        .count();
+    assert_eq!(granted, 10);
+    let mut tx = shared.store().begin().await.unwrap();
+    let huge = shared
+        .quotas()
+        .reserve(&mut tx, &project.id, Gauge::StoredBytes, i64::MAX)
+        .await;
+    assert_eq!(huge.unwrap_err().code(), ErrorCode::InvalidParameter);
+    tx.rollback().await.unwrap();
+
     // A reservation rolled back with its write leaves nothing behind.
     let mut tx = shared.store().begin().await.unwrap();
     shared
@@ -550,7 +580,57 @@ async fn concurrent_reservations_never_exceed_the_quota(backend: TestBackend) {
     );
 }
 
+async fn project_admins_cannot_hand_out_more_than_they_hold(backend: TestBackend) {
+    let f = fixture(backend, &[Scope::Admin], &["bucket:x/*"]).await;
+    let wide = CreateKey {
+        name: "wide".into(),
+        scopes: vec![Scope::StorageWrite],
+        ..CreateKey::default()
+    };
+    let wide = f
+        .server
+        .admin
+        .create_key(&f.project.id, &wide)
+        .await
+        .unwrap();
+    let narrow_admin = f.server.client(&f.key.secret);
+
+    // Rotating a wider key would hand its new secret to the narrower credential.
+    let rotated = narrow_admin.rotate_key(&f.project.id, &wide.key.id).await;
+    assert_eq!(code_of(rotated), ErrorCode::ScopeEscalation);
+    f.server
+        .client(&wide.secret)
+        .mint_token(&TokenRequest::default())
+        .await
+        .unwrap();
+
+    // A short-lived credential cannot create a key that outlives it.
+    let ten_minutes = TokenRequest {
+        ttl_seconds: Some(600),
+        ..Default::default()
+    };
+    let token = narrow_admin.mint_token(&ten_minutes).await.unwrap();
+    let as_token = f.server.client(&token.token);
+    let forever = CreateKey {
+        name: "forever".into(),
+        scopes: vec![Scope::Admin],
+        resources: vec!["bucket:x/y/*".into()],
+        ..CreateKey::default()
+    };
+    assert_eq!(
+        code_of(as_token.create_key(&f.project.id, &forever).await),
+        ErrorCode::ScopeEscalation
+    );
+    let brief = CreateKey {
+        expires_at: Some(token.expires_at - time::Duration::minutes(1)),
+        ..forever
+    };
+    let created = as_token.create_key(&f.project.id, &brief).await.unwrap();
+    assert_eq!(created.key.resources, ["bucket:x/y/*"]);
+}
+
 backend_tests!(
+    project_admins_cannot_hand_out_more_than_they_hold,
     expired_token_is_refused,
     not_yet_valid_token_is_refused,
     wrong_audience_is_refused,

@@ -475,6 +475,27 @@ async fn bad_input_gets_specific_codes_and_changes_nothing(backend: TestBackend)
     let audit = server.admin.audit(&AuditQuery::default()).await.unwrap();
     assert_eq!(audit.items.len(), 1, "only the one project creation");
 
+    let usage_url = format!("{}/console/v1/projects/{}/usage", server.url, alpha.id);
+    for query in [
+        "to=-9999-01-01",
+        "from=2026-02-30",
+        "from=2026-01-10&to=2026-01-01",
+        "from=2020-01-01&to=2026-01-01",
+    ] {
+        let response = http
+            .get(format!("{usage_url}?{query}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{query}");
+        assert_eq!(
+            response.json::<ErrorBody>().await.unwrap().code,
+            "invalid_parameter",
+            "{query}"
+        );
+    }
+
     let bad_query = http
         .get(format!("{projects_url}?limit=0"))
         .bearer_auth(token)
@@ -539,6 +560,21 @@ async fn errors_are_json_with_a_request_id(backend: TestBackend) {
         wrong_method.json::<ErrorBody>().await.unwrap().code,
         "method_not_allowed"
     );
+
+    // A client that accepts gzip gets the same JSON errors, compressed.
+    let gzip = reqwest::Client::builder().gzip(true).build().unwrap();
+    for url in [
+        format!("{}/no/such/route", server.url),
+        format!("{}/console/v1/projects", server.url),
+    ] {
+        let response = gzip.get(&url).send().await.unwrap();
+        assert!(response.status().is_client_error());
+        let body: ErrorBody = response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert!(body.request_id.is_some());
+    }
 
     let basic = http
         .get(format!("{}/console/v1/projects", server.url))

@@ -33,35 +33,53 @@ pub enum Principal {
     },
 }
 
-/// The authenticated caller of a request, with what its credential allows.
-///
-/// As an extractor it reads `Authorization: Bearer`, authenticates, applies the key's rate
-/// limit and counts the request in the project's usage; the body of a handler only ever sees
-/// a caller that passed all three. Cloning is cheap: the lists are shared.
-#[derive(Clone, Debug)]
-pub struct Caller {
+/// What a verified credential allows.
+#[derive(Debug)]
+pub struct Credential {
     /// Whose credential it is.
     pub principal: Principal,
     /// The scopes the credential grants.
-    pub scopes: Arc<[Scope]>,
+    pub scopes: Vec<Scope>,
     /// The resources the credential is limited to; empty means all.
-    pub resources: Arc<[ResourcePattern]>,
+    pub resources: Vec<ResourcePattern>,
     /// When the credential itself stops working, in milliseconds since the epoch.
     pub expires_at_ms: Option<i64>,
     /// The request rate allowed to the credential's key, if limited.
     pub rate_limit: Option<RateLimit>,
 }
 
+/// The authenticated caller of a request: a shared, read-only [`Credential`].
+///
+/// As an extractor it reads `Authorization: Bearer`, authenticates, applies the key's rate
+/// limit and counts the request in the project's usage; the body of a handler only ever sees
+/// a caller that passed all three. A clone is one reference-count increment, since the auth
+/// cache and the request both hold it.
+#[derive(Clone, Debug)]
+pub struct Caller(Arc<Credential>);
+
+impl std::ops::Deref for Caller {
+    type Target = Credential;
+
+    fn deref(&self) -> &Credential {
+        &self.0
+    }
+}
+
 impl Caller {
+    /// Wraps a verified credential.
+    pub fn new(credential: Credential) -> Caller {
+        Caller(Arc::new(credential))
+    }
+
     /// The operator, with every scope.
     pub fn admin() -> Caller {
-        Caller {
+        Caller::new(Credential {
             principal: Principal::Admin,
-            scopes: Scope::ALL.into(),
-            resources: Arc::new([]),
+            scopes: Scope::ALL.to_vec(),
+            resources: Vec::new(),
             expires_at_ms: None,
             rate_limit: None,
-        }
+        })
     }
 
     /// Returns whether this is the admin token.

@@ -16,6 +16,7 @@ pub mod secret;
 pub mod signing;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::digest::{SHA256, digest};
@@ -25,7 +26,7 @@ use moka::sync::Cache;
 use plinth_types::Scope;
 use plinth_types::console::{Quotas, RateLimit, TokenClaims};
 
-pub use self::caller::{Caller, Principal};
+pub use self::caller::{Caller, Credential, Principal};
 use self::pattern::ResourcePattern;
 use self::signing::KeyRing;
 use crate::error::ApiError;
@@ -59,11 +60,20 @@ pub struct Authenticator {
     /// entries carry their own expiry, checked on read.
     callers: quick_cache::sync::Cache<String, Resolved>,
     /// Key records by secret, misses included, so unknown secrets do not reach the store.
-    keys_by_secret: Cache<String, Option<Arc<KeyRecord>>, CacheHasher>,
+    keys_by_secret: Cache<String, Arc<Fetched>, CacheHasher>,
     /// Key records by id, for the tokens minted from them.
-    keys_by_id: Cache<String, Option<Arc<KeyRecord>>, CacheHasher>,
+    keys_by_id: Cache<String, Arc<Fetched>, CacheHasher>,
     /// Verified token claims, until the token expires.
     tokens: Cache<String, Arc<TokenClaims>, CacheHasher>,
+    /// Bumped by [`Authenticator::forget_keys`]; a lookup that began before a bump does not
+    /// cache what it read.
+    generation: AtomicU64,
+}
+
+/// A key record (or its absence) and when it was read from the store.
+struct Fetched {
+    at: Instant,
+    record: Option<Arc<KeyRecord>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -150,6 +160,7 @@ impl Authenticator {
             callers: quick_cache::sync::Cache::new(100_000),
             keys_by_secret: key_cache(),
             keys_by_id: key_cache(),
+            generation: AtomicU64::new(0),
             tokens: Cache::builder()
                 .max_capacity(100_000)
                 .expire_after(UntilExpiry)
@@ -174,82 +185,110 @@ impl Authenticator {
         {
             return Ok(resolved.caller);
         }
-        let caller = self.resolve(credential).await?;
-        if !caller.is_admin() {
-            self.remember(credential, &caller);
+        let generation = self.generation.load(Ordering::Acquire);
+        let (caller, fetched_at) = self.resolve(credential, generation).await?;
+        if let Some(fetched_at) = fetched_at {
+            self.remember(credential, &caller, fetched_at, generation);
         }
         Ok(caller)
     }
 
-    async fn resolve(&self, credential: &str) -> Result<Caller, ApiError> {
+    /// Resolves a credential from the caches below the caller cache, or the store. Returns
+    /// when the key state it relied on was read, `None` for the admin.
+    async fn resolve(
+        &self,
+        credential: &str,
+        generation: u64,
+    ) -> Result<(Caller, Option<Instant>), ApiError> {
         // Keys are told apart by their prefix first, so their path never hashes for the
         // admin comparison.
         if credential.starts_with(secret::KEY_PREFIX) {
-            return self.authenticate_key(credential).await;
+            return self.authenticate_key(credential, generation).await;
         }
         // Digests are compared, not the tokens, so the comparison's timing says nothing about
         // the token; only a credential of the right length is worth hashing at all.
         if credential.len() == self.admin_token_len
             && digest(&SHA256, credential.as_bytes()).as_ref() == self.admin_token_digest.as_slice()
         {
-            return Ok(Caller::admin());
+            return Ok((Caller::admin(), None));
         }
         if credential.split('.').count() == 3 {
-            return self.authenticate_token(credential).await;
+            return self.authenticate_token(credential, generation).await;
         }
         Err(ApiError::InvalidCredentials)
     }
 
-    /// Caches a resolution for the cache TTL, or until the credential expires if sooner.
-    fn remember(&self, credential: &str, caller: &Caller) {
+    /// Caches a resolution until the key state it rests on is `cache_ttl` old, or until the
+    /// credential expires if sooner: so no replica acts on a key state older than the TTL.
+    /// Nothing is cached when the key caches were dropped meanwhile (`forget_keys`), since
+    /// the state read may predate the change that dropped them.
+    fn remember(&self, credential: &str, caller: &Caller, fetched_at: Instant, generation: u64) {
         let now = Instant::now();
-        let mut valid_until = now + self.cache_ttl;
+        let mut valid_until = fetched_at + self.cache_ttl;
         if let Some(expires_at_ms) = caller.expires_at_ms {
-            let left =
-                Duration::from_millis(expires_at_ms.saturating_sub(now_millis()).max(0) as u64);
-            valid_until = valid_until.min(now + left);
+            let left = expires_at_ms.saturating_sub(now_millis()).max(0) as u64;
+            valid_until = valid_until.min(now + Duration::from_millis(left));
         }
-        let resolved = Resolved {
-            caller: caller.clone(),
-            valid_until,
-        };
-        self.callers.insert(credential.to_owned(), resolved);
+        if self.generation.load(Ordering::Acquire) == generation {
+            let resolved = Resolved {
+                caller: caller.clone(),
+                valid_until,
+            };
+            self.callers.insert(credential.to_owned(), resolved);
+        }
     }
 
-    async fn authenticate_key(&self, credential: &str) -> Result<Caller, ApiError> {
+    async fn authenticate_key(
+        &self,
+        credential: &str,
+        generation: u64,
+    ) -> Result<(Caller, Option<Instant>), ApiError> {
         // The checksum turns away typos and random strings before any lookup.
         if !secret::is_well_formed_key(credential) {
             return Err(ApiError::InvalidCredentials);
         }
         // Cached by the secret itself, so a warm request does not hash it; the cache lives in
         // memory only, like the requests that carry the secret.
-        let record = match self.keys_by_secret.get(credential) {
+        let fetched = match self.keys_by_secret.get(credential) {
             Some(cached) => cached,
             None => {
                 let hash = secret::hash_secret(credential);
-                let found = keys::record_by_hash(self.store.pool(), &hash)
-                    .await?
-                    .map(Arc::new);
-                self.keys_by_secret
-                    .insert(credential.to_owned(), found.clone());
-                found
+                let at = Instant::now();
+                let record = keys::record_by_hash(self.store.pool(), &hash).await?;
+                let fetched = Arc::new(Fetched {
+                    at,
+                    record: record.map(Arc::new),
+                });
+                if self.generation.load(Ordering::Acquire) == generation {
+                    self.keys_by_secret
+                        .insert(credential.to_owned(), fetched.clone());
+                }
+                fetched
             }
         };
-        let record = record.ok_or(ApiError::InvalidCredentials)?;
-        check_key_state(&record)?;
-        Ok(Caller {
+        let record = fetched
+            .record
+            .as_ref()
+            .ok_or(ApiError::InvalidCredentials)?;
+        check_key_state(record)?;
+        let caller = Caller::new(Credential {
             principal: Principal::Key {
                 project_id: record.project_id.as_str().into(),
                 key_id: record.id.as_str().into(),
             },
-            scopes: record.scopes.clone().into(),
-            resources: record.resources.clone().into(),
+            scopes: record.scopes.clone(),
+            resources: record.resources.clone(),
             expires_at_ms: record.expires_at,
-            rate_limit: self.effective_rate_limit(&record),
-        })
+            rate_limit: self.effective_rate_limit(record),
+        });
+        Ok((caller, Some(fetched.at)))
     }
 
-    async fn authenticate_token(&self, token: &str) -> Result<Caller, ApiError> {
+    async fn authenticate_token(
+        &self,
+        token: &str,
+        generation: u64,
+    ) -> Result<(Caller, Option<Instant>), ApiError> {
         let claims = match self.tokens.get(token) {
             Some(claims) if claims.exp * 1000 > now_millis() => claims,
             Some(_) => return Err(ApiError::TokenExpired),
@@ -260,11 +299,9 @@ impl Authenticator {
             }
         };
         // The token is only as good as the key it came from: revoking the key ends it.
-        let record = self
-            .key_by_id(&claims.sub)
-            .await?
-            .ok_or(ApiError::KeyRevoked)?;
-        check_key_state(&record)?;
+        let fetched = self.key_by_id(&claims.sub, generation).await?;
+        let record = fetched.record.as_ref().ok_or(ApiError::KeyRevoked)?;
+        check_key_state(record)?;
         if record.project_id != claims.project {
             return Err(ApiError::InvalidToken(
                 "the token's project does not match its key",
@@ -276,16 +313,17 @@ impl Authenticator {
             .map(|text| ResourcePattern::parse(text))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| ApiError::InvalidToken("malformed resource pattern"))?;
-        Ok(Caller {
+        let caller = Caller::new(Credential {
             principal: Principal::Token {
                 project_id: claims.project.as_str().into(),
                 key_id: claims.sub.as_str().into(),
             },
-            scopes: claims.scopes.clone().into(),
-            resources: resources.into(),
+            scopes: claims.scopes.clone(),
+            resources,
             expires_at_ms: Some(claims.exp * 1000),
-            rate_limit: self.effective_rate_limit(&record),
-        })
+            rate_limit: self.effective_rate_limit(record),
+        });
+        Ok((caller, Some(fetched.at)))
     }
 
     async fn verify(&self, token: &str) -> Result<TokenClaims, ApiError> {
@@ -319,20 +357,26 @@ impl Authenticator {
         Ok(data.claims)
     }
 
-    async fn key_by_id(&self, key_id: &str) -> Result<Option<Arc<KeyRecord>>, ApiError> {
+    async fn key_by_id(&self, key_id: &str, generation: u64) -> Result<Arc<Fetched>, ApiError> {
         if let Some(cached) = self.keys_by_id.get(key_id) {
             return Ok(cached);
         }
-        let found = keys::record_by_id(self.store.pool(), key_id)
-            .await?
-            .map(Arc::new);
-        self.keys_by_id.insert(key_id.to_owned(), found.clone());
-        Ok(found)
+        let at = Instant::now();
+        let record = keys::record_by_id(self.store.pool(), key_id).await?;
+        let fetched = Arc::new(Fetched {
+            at,
+            record: record.map(Arc::new),
+        });
+        if self.generation.load(Ordering::Acquire) == generation {
+            self.keys_by_id.insert(key_id.to_owned(), fetched.clone());
+        }
+        Ok(fetched)
     }
 
     /// Drops every cached key state on this replica, as after a revocation here. Other
     /// replicas pick the change up when their cache entries expire.
     pub fn forget_keys(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.callers.clear();
         self.keys_by_secret.invalidate_all();
         self.keys_by_id.invalidate_all();

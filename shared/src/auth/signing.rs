@@ -58,7 +58,7 @@ struct Ring {
 pub struct KeyRing {
     store: Store,
     seal: Option<LessSafeKey>,
-    /// How long a retired key stays published: the longest token lifetime plus a refresh.
+    /// How long a retired key stays published: the longest token lifetime plus two refreshes.
     overlap: Duration,
     ring: RwLock<Ring>,
 }
@@ -85,7 +85,8 @@ impl KeyRing {
         let ring = KeyRing {
             store,
             seal: master_key.map(derive_seal_key),
-            overlap: token_ttl_max + REFRESH_INTERVAL,
+            // A replica may sign with a key for up to one refresh after another retired it.
+            overlap: token_ttl_max + 2 * REFRESH_INTERVAL,
             ring: RwLock::new(Ring {
                 active: None,
                 verifying: HashMap::new(),
@@ -273,14 +274,6 @@ impl KeyRing {
             self.reload().await?;
         }
         Ok(self.read().verifying.get(kid).cloned())
-    }
-
-    /// Reloads whenever the last load is older than [`REFRESH_INTERVAL`].
-    pub async fn refresh_if_stale(&self) -> Result<(), SigningError> {
-        if self.read().loaded_at.elapsed() >= REFRESH_INTERVAL {
-            self.reload().await?;
-        }
-        Ok(())
     }
 
     fn seal(&self, kid: &str, der: &[u8]) -> String {

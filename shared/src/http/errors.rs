@@ -2,7 +2,7 @@
 //! axum's and tower-http's bodiless errors rewritten into the project's format.
 
 use axum::extract::Request;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use plinth_types::ErrorCode;
@@ -58,9 +58,11 @@ pub(super) async fn normalize(request: Request, next: Next) -> Response {
     }
 
     let mut rewritten = error_response(report, request_id);
-    // Keep headers the original error set (Retry-After, RateLimit-*, Allow, ...).
+    // Keep headers the original error set (Retry-After, RateLimit-*, Allow, ...), but none
+    // that describe the old body.
+    let body_headers = [CONTENT_TYPE, CONTENT_LENGTH, CONTENT_ENCODING];
     for (name, value) in response.headers() {
-        if name != CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+        if !body_headers.contains(name) {
             rewritten.headers_mut().insert(name.clone(), value.clone());
         }
     }

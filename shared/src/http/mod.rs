@@ -39,10 +39,11 @@ pub fn app(routes: Router, api: utoipa::openapi::OpenApi, shared: &Shared) -> Ro
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
         ))
-        .layer(CompressionLayer::new())
         .layer(cors(config))
         .layer(middleware::from_fn(ops::record_metrics))
         .layer(middleware::from_fn(errors::normalize))
+        // Outside `normalize`, so the error bodies it rewrites are compressed after it.
+        .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
