@@ -735,7 +735,45 @@ async fn signing_keys_are_sealed_with_the_master_key(mut backend: TestBackend) {
     assert!(err.to_string().contains("master_key"), "{err}");
 }
 
+async fn cors_allows_only_configured_origins(mut backend: TestBackend) {
+    backend.config.cors_origins = vec!["https://app.example".into()];
+    let server = Server::start(backend).await;
+    let http = server.http();
+    let url = format!("{}/console/v1/projects", server.url);
+
+    let preflight = http
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success());
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+
+    let foreign = http
+        .get(&url)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        foreign
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}
+
 backend_tests!(
+    cors_allows_only_configured_origins,
     projects_and_keys_round_trip,
     tokens_quotas_usage_and_audit,
     rate_limited_keys_get_429_with_retry_after,

@@ -1,0 +1,160 @@
+//! The `plinth` binary as an operator uses it: first start, admin commands, restart, SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
+
+struct Serve {
+    child: Child,
+    url: String,
+    stdout: Vec<String>,
+}
+
+/// Starts `plinth serve` on a free port in `data_dir` and reads its stdout up to the line
+/// that gives the URL.
+fn serve(data_dir: &Path) -> Serve {
+    let mut child = Command::new(PLINTH)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("PLINTH_DATA_DIR", data_dir)
+        .env("PLINTH_LOG_LEVEL", "warn")
+        .env_remove("PLINTH_ADMIN_TOKEN")
+        .env_remove("PLINTH_DATABASE_URL")
+        .current_dir(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start plinth serve");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdout = Vec::new();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("plinth serve exited before listening")
+            .unwrap();
+        stdout.push(line.clone());
+        if let Some(url) = line.strip_prefix("plinth listening on ") {
+            break url.to_owned();
+        }
+    };
+    Serve { child, url, stdout }
+}
+
+fn admin(serve: &Serve, token: &str, args: &[&str]) -> serde_json::Value {
+    let output = Command::new(PLINTH)
+        .arg("--json")
+        .args(args)
+        .env("PLINTH_URL", &serve.url)
+        .env("PLINTH_TOKEN", token)
+        .output()
+        .expect("run an admin command");
+    assert!(
+        output.status.success(),
+        "plinth {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+fn terminate(mut serve: Serve) {
+    let pid = serve.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = serve.child.try_wait().unwrap() {
+            assert!(
+                status.success(),
+                "plinth serve exited with {status} on SIGTERM"
+            );
+            return;
+        }
+        assert!(Instant::now() < deadline, "plinth serve ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn first_start_generates_an_admin_token_and_admin_commands_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = serve(dir.path());
+    assert!(
+        first
+            .stdout
+            .iter()
+            .any(|line| line.starts_with("generated admin token")),
+        "{:?}",
+        first.stdout
+    );
+    let token_file = dir.path().join("admin_token");
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the admin token must be readable by its owner only"
+        );
+    }
+
+    let project = admin(&first, &token, &["project", "create", "demo"]);
+    let project_id = project["id"].as_str().unwrap().to_owned();
+    let key = admin(
+        &first,
+        &token,
+        &[
+            "key",
+            "create",
+            "--project",
+            &project_id,
+            "--name",
+            "fn",
+            "--scope",
+            "admin",
+        ],
+    );
+    let secret = key["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("plinth_sk_"));
+    let minted = admin(&first, &secret, &["token", "--ttl", "60"]);
+    assert_eq!(minted["project_id"], project_id.as_str());
+    admin(&first, &token, &["quota", "set", &project_id, "objects=7"]);
+    let quotas = admin(&first, &token, &["quota", "get", &project_id]);
+    assert_eq!(quotas["limits"]["objects"], 7);
+    terminate(first);
+
+    // A restart keeps the token (and prints it no more) and the data.
+    let second = serve(dir.path());
+    assert!(
+        !second.stdout.iter().any(|line| line.contains(&token)),
+        "{:?}",
+        second.stdout
+    );
+    let listed = admin(&second, &token, &["project", "list"]);
+    assert_eq!(listed["items"][0]["name"], "demo");
+    let keys = admin(&second, &token, &["key", "list", "--project", &project_id]);
+    assert_eq!(keys["items"].as_array().unwrap().len(), 1);
+    assert!(!keys.to_string().contains(&secret));
+    terminate(second);
+}
+
+#[test]
+fn invalid_configuration_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(PLINTH)
+        .arg("serve")
+        .env("PLINTH_DATA_DIR", dir.path())
+        .env("PLINTH_REQUEST_TIMEOUT", "soon")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr).to_lowercase();
+    assert!(stderr.contains("request_timeout"), "{stderr}");
+}
