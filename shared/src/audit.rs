@@ -107,11 +107,5 @@ pub async fn list(
                 .await?
         }
     };
-    let mut items = rows
-        .iter()
-        .map(entry_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(crate::extract::paginate(&mut items, limit, |e| {
-        e.id.clone()
-    }))
+    crate::extract::page_from_rows(&rows, limit, entry_from_row, |e| e.id.clone())
 }

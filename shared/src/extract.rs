@@ -204,6 +204,22 @@ fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
     }
 }
 
+/// Converts the rows of a listing fetched with `LIMIT limit + 1` into a page: the extra row,
+/// if any, only says that another page exists.
+///
+/// # Errors
+///
+/// Returns the first row that cannot be converted.
+pub fn page_from_rows<T>(
+    rows: &[sqlx::any::AnyRow],
+    limit: usize,
+    convert: impl Fn(&sqlx::any::AnyRow) -> Result<T, ApiError>,
+    id: impl Fn(&T) -> String,
+) -> Result<Page<T>, ApiError> {
+    let mut items = rows.iter().map(convert).collect::<Result<Vec<_>, _>>()?;
+    Ok(paginate(&mut items, limit, id))
+}
+
 /// Cuts `items` (fetched with one extra row) to `limit` and sets the cursor when more exist.
 pub fn paginate<T>(items: &mut Vec<T>, limit: usize, id: impl Fn(&T) -> String) -> Page<T> {
     let more = items.len() > limit;

@@ -219,13 +219,7 @@ pub async fn list(
         .bind(limit as i64 + 1)
         .fetch_all(&mut *conn)
         .await?;
-    let mut items = rows
-        .iter()
-        .map(key_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(crate::extract::paginate(&mut items, limit, |k| {
-        k.id.clone()
-    }))
+    crate::extract::page_from_rows(&rows, limit, key_from_row, |k| k.id.clone())
 }
 
 /// Renames a key or changes its rate limit.

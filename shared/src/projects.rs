@@ -125,13 +125,7 @@ pub async fn list(
     .bind(limit as i64 + 1)
     .fetch_all(&mut *conn)
     .await?;
-    let mut items = rows
-        .iter()
-        .map(project_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(crate::extract::paginate(&mut items, limit, |p| {
-        p.id.clone()
-    }))
+    crate::extract::page_from_rows(&rows, limit, project_from_row, |p| p.id.clone())
 }
 
 /// Renames a project and/or replaces its quotas.
