@@ -16,6 +16,8 @@ use utoipa_axum::router::OpenApiRouter;
 pub(crate) enum Service {
     /// The console API (projects, keys, tokens, quotas, usage, audit).
     Console,
+    /// Object storage (buckets and objects).
+    Storage,
 }
 
 /// Arguments of `plinth serve`; flags win over the environment and `plinth.toml`.
@@ -49,12 +51,22 @@ struct Flags {
 }
 
 /// Mounts the chosen services on `shared`: the whole product when `only` is `None`.
-pub(crate) fn services(shared: &Shared, only: Option<Service>) -> OpenApiRouter {
+pub(crate) async fn services(
+    shared: &Shared,
+    only: Option<Service>,
+) -> anyhow::Result<OpenApiRouter> {
+    let wanted = |service| only.is_none() || only == Some(service);
     let mut router = OpenApiRouter::new();
-    if only.is_none() || only == Some(Service::Console) {
+    if wanted(Service::Console) {
         router = router.merge(plinth_console::router(shared.clone()));
     }
-    router
+    if wanted(Service::Storage) {
+        let storage = plinth_storage::Storage::open(shared.clone())
+            .await
+            .context("cannot open the blob store (configuration key `storage_url`)")?;
+        router = router.merge(plinth_storage::router(storage));
+    }
+    Ok(router)
 }
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -78,7 +90,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let listen = config.listen;
     let shared = Shared::open(config, &admin.token).await?;
-    let (routes, api) = services(&shared, args.service).split_for_parts();
+    let (routes, api) = services(&shared, args.service).await?.split_for_parts();
     let app = plinth_shared::http::app(routes, api, &shared);
 
     let listener = tokio::net::TcpListener::bind(listen)

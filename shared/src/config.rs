@@ -69,6 +69,11 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Largest pool of metadata-store connections (`PLINTH_DATABASE_MAX_CONNECTIONS`).
     pub database_max_connections: u32,
+    /// Object bytes: `file://DIR`; default `file://<data_dir>/blobs` (`PLINTH_STORAGE_URL`).
+    pub storage_url: Option<String>,
+    /// Largest object accepted when no quota or bucket setting is lower, in bytes
+    /// (`PLINTH_STORAGE_MAX_OBJECT_BYTES`).
+    pub storage_max_object_bytes: u64,
     /// The operator's admin token (`PLINTH_ADMIN_TOKEN`); generated on first start if neither
     /// it nor `admin_token_file` is set.
     pub admin_token: Option<Secret>,
@@ -120,6 +125,8 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             database_url: None,
             database_max_connections: 16,
+            storage_url: None,
+            storage_max_object_bytes: 5 * 1024 * 1024 * 1024 * 1024,
             admin_token: None,
             admin_token_file: None,
             master_key: None,
@@ -235,6 +242,7 @@ impl Config {
                 });
             }
         }
+        self.storage_dir()?;
         if self.token_ttl > self.token_ttl_max {
             return Err(ConfigError::Value {
                 key: "token_ttl",
@@ -258,6 +266,25 @@ impl Config {
                 "sqlite://{}?mode=rwc",
                 self.data_dir.join("plinth.db").display()
             ),
+        }
+    }
+
+    /// Returns the directory of the file blob store, from `storage_url` or the data dir.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error naming `storage_url` for a scheme this build cannot serve.
+    pub fn storage_dir(&self) -> Result<PathBuf, ConfigError> {
+        match &self.storage_url {
+            None => Ok(self.data_dir.join("blobs")),
+            Some(url) => match url.strip_prefix("file://") {
+                Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
+                // TODO(#3): s3:// through aws-sdk-s3.
+                _ => Err(ConfigError::Value {
+                    key: "storage_url",
+                    reason: "must be file://DIR (s3:// is not available yet)".into(),
+                }),
+            },
         }
     }
 

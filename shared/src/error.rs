@@ -32,6 +32,28 @@ pub enum ApiError {
     InvalidExpiry(String),
     #[error("the cursor was not issued by this server")]
     InvalidCursor,
+    #[error("{0}")]
+    InvalidBucketName(String),
+    #[error("{0}")]
+    InvalidObjectKey(String),
+    #[error("the body does not match its `{0}`")]
+    ChecksumMismatch(&'static str),
+    #[error("header `{name}`: {reason}")]
+    InvalidHeader { name: &'static str, reason: String },
+    #[error("bucket `{0}` not found")]
+    BucketNotFound(String),
+    #[error("object `{0}` not found")]
+    ObjectNotFound(String),
+    #[error("a bucket named `{0}` already exists in the project")]
+    BucketNameTaken(String),
+    #[error("bucket `{0}` is not empty; delete its objects or pass `force=true`")]
+    BucketNotEmpty(String),
+    #[error("the object is larger than the {limit}-byte limit")]
+    ObjectTooLarge { limit: u64 },
+    #[error("the bucket does not accept content type `{0}`")]
+    ContentTypeNotAllowed(String),
+    #[error("the range is outside the object's {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
     #[error("send a credential as `Authorization: Bearer <key or token>`")]
     MissingCredentials,
     #[error("the credential is not known")]
@@ -96,6 +118,17 @@ impl ApiError {
             ApiError::InvalidQuota(_) => ErrorCode::InvalidQuota,
             ApiError::InvalidExpiry(_) => ErrorCode::InvalidExpiry,
             ApiError::InvalidCursor => ErrorCode::InvalidCursor,
+            ApiError::InvalidBucketName(_) => ErrorCode::InvalidBucketName,
+            ApiError::InvalidObjectKey(_) => ErrorCode::InvalidObjectKey,
+            ApiError::ChecksumMismatch(_) => ErrorCode::ChecksumMismatch,
+            ApiError::InvalidHeader { .. } => ErrorCode::InvalidHeader,
+            ApiError::BucketNotFound(_) => ErrorCode::BucketNotFound,
+            ApiError::ObjectNotFound(_) => ErrorCode::ObjectNotFound,
+            ApiError::BucketNameTaken(_) => ErrorCode::BucketNameTaken,
+            ApiError::BucketNotEmpty(_) => ErrorCode::BucketNotEmpty,
+            ApiError::ObjectTooLarge { .. } => ErrorCode::ObjectTooLarge,
+            ApiError::ContentTypeNotAllowed(_) => ErrorCode::ContentTypeNotAllowed,
+            ApiError::RangeNotSatisfiable { .. } => ErrorCode::RangeNotSatisfiable,
             ApiError::MissingCredentials => ErrorCode::MissingCredentials,
             ApiError::InvalidCredentials => ErrorCode::InvalidCredentials,
             ApiError::InvalidToken(_) => ErrorCode::InvalidToken,
@@ -134,6 +167,8 @@ impl ApiError {
                 Some(serde_json::json!({ "quota": quota, "limit": limit }))
             }
             ApiError::MissingScope(scope) => Some(serde_json::json!({ "scope": scope })),
+            ApiError::ObjectTooLarge { limit } => Some(serde_json::json!({ "limit": limit })),
+            ApiError::RangeNotSatisfiable { size } => Some(serde_json::json!({ "size": size })),
             _ => None,
         }
     }
@@ -211,6 +246,10 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited { limit, .. } => Some(*limit),
             _ => None,
         };
+        let content_range = match &self {
+            ApiError::RangeNotSatisfiable { size } => Some(format!("bytes */{size}")),
+            _ => None,
+        };
         let report = ErrorReport {
             code,
             message,
@@ -219,6 +258,10 @@ impl IntoResponse for ApiError {
         };
         let mut response = error_response(report, None);
         let headers = response.headers_mut();
+        // RFC 9110, section 15.5.17: a 416 says how long the representation is.
+        if let Some(value) = content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            headers.insert(header::CONTENT_RANGE, value);
+        }
         if let Some(secs) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             if let Some(limit) = limit {

@@ -66,6 +66,14 @@ error_codes! {
     InvalidExpiry = ("invalid_expiry", 400),
     /// A pagination cursor was not issued by this server.
     InvalidCursor = ("invalid_cursor", 400),
+    /// A bucket name breaks the naming rules (3 to 63 of `a-z`, `0-9`, `-`, `.`).
+    InvalidBucketName = ("invalid_bucket_name", 400),
+    /// An object key is empty, too long, or has a forbidden character or segment.
+    InvalidObjectKey = ("invalid_object_key", 400),
+    /// A `Content-MD5` or `x-plinth-checksum-sha256` does not match the body.
+    ChecksumMismatch = ("checksum_mismatch", 400),
+    /// A request header has a value that cannot be used.
+    InvalidHeader = ("invalid_header", 400),
     /// No `Authorization: Bearer` credential was sent.
     MissingCredentials = ("missing_credentials", 401),
     /// The API key or admin token is not known.
@@ -92,6 +100,10 @@ error_codes! {
     QuotaExceeded = ("quota_exceeded", 403),
     /// No such project (or it belongs to someone else).
     ProjectNotFound = ("project_not_found", 404),
+    /// No such bucket in the project (or it belongs to someone else).
+    BucketNotFound = ("bucket_not_found", 404),
+    /// No such object in the bucket.
+    ObjectNotFound = ("object_not_found", 404),
     /// No such API key in the project.
     KeyNotFound = ("key_not_found", 404),
     /// No route matches the path.
@@ -102,10 +114,20 @@ error_codes! {
     RequestTimeout = ("request_timeout", 408),
     /// Another project already has this name.
     ProjectNameTaken = ("project_name_taken", 409),
+    /// The project already has a bucket of this name.
+    BucketNameTaken = ("bucket_name_taken", 409),
+    /// The bucket still holds objects; delete them or pass `force=true`.
+    BucketNotEmpty = ("bucket_not_empty", 409),
+    /// The object is larger than the bucket's or project's largest object.
+    ObjectTooLarge = ("object_too_large", 413),
     /// The body is larger than the route accepts.
     PayloadTooLarge = ("payload_too_large", 413),
     /// The body is not `application/json`.
     UnsupportedMediaType = ("unsupported_media_type", 415),
+    /// The bucket does not accept this content type.
+    ContentTypeNotAllowed = ("content_type_not_allowed", 415),
+    /// The requested range lies outside the object.
+    RangeNotSatisfiable = ("range_not_satisfiable", 416),
     /// The key has used up its request rate; retry after `Retry-After` seconds.
     RateLimited = ("rate_limited", 429),
     /// The server failed; the request id finds the cause in its logs.

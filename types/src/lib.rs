@@ -7,10 +7,12 @@
 //! - [`error`]: the closed table of public error codes and the error body.
 //! - [`scope`]: the scopes an API key or token can carry.
 //! - [`console`]: projects, keys, tokens, quotas, usage and audit of the console API.
+//! - [`storage`]: buckets and object descriptions of the storage API.
 
 pub mod console;
 pub mod error;
 pub mod scope;
+pub mod storage;
 
 pub use error::{ErrorBody, ErrorCode};
 pub use scope::Scope;

@@ -13,6 +13,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware;
 use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{DefaultPredicate, Predicate};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -43,10 +44,23 @@ pub fn app(routes: Router, api: utoipa::openapi::OpenApi, shared: &Shared) -> Ro
         .layer(middleware::from_fn(ops::record_metrics))
         .layer(middleware::from_fn(errors::normalize))
         // Outside `normalize`, so the error bodies it rewrites are compressed after it.
-        .layer(CompressionLayer::new())
+        .layer(CompressionLayer::new().compress_when(compressible()))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// tower-http's default choice (not images, not tiny bodies, not streams of events), minus
+/// stored objects: those are served byte for byte, with their length and ranges intact.
+fn compressible() -> impl Predicate {
+    DefaultPredicate::new().and(
+        |_: StatusCode,
+         _: axum::http::Version,
+         headers: &axum::http::HeaderMap,
+         _: &axum::http::Extensions| {
+            !headers.contains_key(axum::http::header::ACCEPT_RANGES)
+        },
+    )
 }
 
 /// One span per request, named by the matched route, never the raw URI (which may carry

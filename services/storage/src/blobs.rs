@@ -1,0 +1,224 @@
+//! The embedded blob store: object bytes as files under one directory.
+//!
+//! Blob files are named by the server (`<root>/<fan-out>/<blob id>`), never by the user's key,
+//! so no key can reach outside the directory. A write goes to `<root>/tmp/`, is hashed on the
+//! way, synced, renamed into place, and the directory synced, all before the metadata row
+//! that makes it visible commits; so a crash leaves either nothing visible or the whole blob.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use axum::body::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use md5::{Digest, Md5};
+use plinth_shared::ids::new_id;
+use tokio::fs::{self, File};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio_util::io::ReaderStream;
+
+/// Size of the chunks a read streams out.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A blob as written: its id and what was learnt while writing it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// The server-assigned id the object row will name.
+    pub blob_id: String,
+    /// Bytes written.
+    pub size: u64,
+    /// MD5 of the bytes (the single-part ETag).
+    pub md5: [u8; 16],
+    /// SHA-256 of the bytes.
+    pub sha256: [u8; 32],
+}
+
+/// Why a write did not produce a blob. Nothing is left behind in any case.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("the body is larger than {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("the request body failed: {0}")]
+    Body(#[source] axum::Error),
+    #[error("blob store: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Object bytes in a directory.
+#[derive(Clone, Debug)]
+pub struct FileBlobs {
+    root: PathBuf,
+}
+
+impl FileBlobs {
+    /// Opens (and creates) the blob directory.
+    ///
+    /// # Errors
+    ///
+    /// Returns the I/O error when the directory cannot be created.
+    pub async fn open(root: impl Into<PathBuf>) -> io::Result<FileBlobs> {
+        let root = root.into();
+        fs::create_dir_all(root.join("tmp")).await?;
+        Ok(FileBlobs { root })
+    }
+
+    fn path_of(&self, blob_id: &str) -> PathBuf {
+        // Fan out over 256 directories by the id's last (random) byte.
+        let fan_out = &blob_id[blob_id.len().saturating_sub(2)..];
+        self.root.join(fan_out).join(blob_id)
+    }
+
+    /// Streams `body` into a new blob of at most `limit` bytes and makes it durable.
+    ///
+    /// # Errors
+    ///
+    /// Returns `TooLarge` as soon as the body passes `limit`, `Body` when the client's body
+    /// fails, `Io` when the disk does; the partial file is removed in every case.
+    pub async fn write<S>(&self, body: S, limit: u64) -> Result<Written, WriteError>
+    where
+        S: Stream<Item = Result<Bytes, axum::Error>> + Send,
+    {
+        let blob_id = new_id("blob");
+        let temp = self.root.join("tmp").join(format!("{blob_id}.part"));
+        let result = self.write_to(&temp, &blob_id, body, limit).await;
+        if result.is_err() {
+            let _ = fs::remove_file(&temp).await;
+        }
+        result
+    }
+
+    async fn write_to<S>(
+        &self,
+        temp: &Path,
+        blob_id: &str,
+        body: S,
+        limit: u64,
+    ) -> Result<Written, WriteError>
+    where
+        S: Stream<Item = Result<Bytes, axum::Error>> + Send,
+    {
+        let mut file = File::create(temp).await?;
+        let mut md5 = Md5::new();
+        let mut sha256 = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut size = 0u64;
+        let mut body = std::pin::pin!(body);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(WriteError::Body)?;
+            size += chunk.len() as u64;
+            if size > limit {
+                return Err(WriteError::TooLarge { limit });
+            }
+            md5.update(&chunk);
+            sha256.update(&chunk);
+            file.write_all(&chunk).await?;
+        }
+        // TODO(#3): share fsyncs between concurrent writes (group commit).
+        file.sync_all().await?;
+        drop(file);
+
+        let path = self.path_of(blob_id);
+        let dir = path.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).await?;
+        fs::rename(temp, &path).await?;
+        sync_dir(dir).await?;
+        let sha256: [u8; 32] = sha256.finish().as_ref().try_into().unwrap_or([0; 32]);
+        Ok(Written {
+            blob_id: blob_id.to_owned(),
+            size,
+            md5: md5.finalize().into(),
+            sha256,
+        })
+    }
+
+    /// Streams `len` bytes of a blob from `offset`.
+    ///
+    /// # Errors
+    ///
+    /// Returns the I/O error, `NotFound` when the blob is gone.
+    pub async fn read(
+        &self,
+        blob_id: &str,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<impl Stream<Item = io::Result<Bytes>> + Send + 'static> {
+        let mut file = File::open(self.path_of(blob_id)).await?;
+        if offset > 0 {
+            file.seek(io::SeekFrom::Start(offset)).await?;
+        }
+        Ok(ReaderStream::with_capacity(file.take(len), READ_CHUNK).map_err(io::Error::other))
+    }
+
+    /// Deletes a blob; a blob already gone is not an error.
+    ///
+    /// # Errors
+    ///
+    /// Returns any other I/O error.
+    pub async fn delete(&self, blob_id: &str) -> io::Result<()> {
+        match fs::remove_file(self.path_of(blob_id)).await {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+            _ => Ok(()),
+        }
+    }
+
+    /// Returns whether a blob exists, for tests and repair.
+    pub async fn exists(&self, blob_id: &str) -> bool {
+        fs::metadata(self.path_of(blob_id)).await.is_ok()
+    }
+}
+
+/// Syncs a directory, so a rename into it survives a crash.
+async fn sync_dir(dir: &Path) -> io::Result<()> {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
+        .await
+        .map_err(io::Error::other)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(chunks: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, axum::Error>> + Send {
+        let chunks: Vec<_> = chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect();
+        futures::stream::iter(chunks)
+    }
+
+    async fn read_all(blobs: &FileBlobs, id: &str, offset: u64, len: u64) -> Vec<u8> {
+        let stream = blobs.read(id, offset, len).await.unwrap();
+        let chunks: Vec<Bytes> = stream.try_collect().await.unwrap();
+        chunks.concat()
+    }
+
+    #[tokio::test]
+    async fn a_blob_round_trips_with_its_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = FileBlobs::open(dir.path()).await.unwrap();
+        let written = blobs
+            .write(body(&[b"hello ", b"world"]), 100)
+            .await
+            .unwrap();
+        assert_eq!(written.size, 11);
+        let md5_hex: String = written.md5.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(md5_hex, "5eb63bbbe01eeed093cb22bb8f5acdc3");
+        assert_eq!(
+            read_all(&blobs, &written.blob_id, 0, 11).await,
+            b"hello world"
+        );
+        assert_eq!(read_all(&blobs, &written.blob_id, 6, 3).await, b"wor");
+        blobs.delete(&written.blob_id).await.unwrap();
+        assert!(!blobs.exists(&written.blob_id).await);
+        blobs.delete(&written.blob_id).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_oversize_body_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = FileBlobs::open(dir.path()).await.unwrap();
+        let err = blobs
+            .write(body(&[b"12345", b"67890"]), 7)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WriteError::TooLarge { limit: 7 }));
+        let mut entries = std::fs::read_dir(dir.path().join("tmp")).unwrap();
+        assert!(entries.next().is_none(), "the partial file was removed");
+    }
+}

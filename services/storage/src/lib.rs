@@ -1,0 +1,94 @@
+//! Object storage: buckets and objects under `/storage/v1`, on the shared auth and quota layer.
+//!
+//! - [`names`]: bucket names and object keys, validated once.
+//! - [`blobs`]: the embedded blob store (files named by the server, synced before commit).
+//! - [`meta`]: the bucket and object rows and the event outbox, in the metadata store.
+//! - [`buckets`], [`objects`]: the HTTP routes.
+//!
+//! An object becomes visible when its row commits, after its blob is durable; the quota
+//! gauges move in that same transaction, and so does the outbox event.
+//!
+//! Not yet here, all part of issue #3: listing, conditional requests, copy, multipart
+//! uploads, signed URLs, public reads, the S3 backend, orphan collection and group commit.
+
+pub mod blobs;
+pub mod buckets;
+pub mod meta;
+pub mod names;
+pub mod objects;
+
+use axum::extract::{DefaultBodyLimit, FromRef};
+use plinth_shared::Shared;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::blobs::FileBlobs;
+
+/// The storage service's state.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    shared: Shared,
+    blobs: FileBlobs,
+}
+
+impl FromRef<Storage> for Shared {
+    fn from_ref(storage: &Storage) -> Shared {
+        storage.shared.clone()
+    }
+}
+
+impl Storage {
+    /// Opens the blob store the configuration names.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error when `storage_url` is unusable or its directory cannot be created.
+    pub async fn open(shared: Shared) -> Result<Storage, std::io::Error> {
+        let dir = shared
+            .config()
+            .storage_dir()
+            .map_err(std::io::Error::other)?;
+        let blobs = FileBlobs::open(dir).await?;
+        Ok(Storage { shared, blobs })
+    }
+
+    /// Returns the blob store.
+    pub fn blobs(&self) -> &FileBlobs {
+        &self.blobs
+    }
+}
+
+/// The object routes are listed here rather than through `routes!`: axum needs the key as a
+/// wildcard (`{*key}`, `/` included), which OpenAPI has no syntax for.
+#[derive(OpenApi)]
+#[openapi(
+    tags((name = "storage", description = "Buckets and objects")),
+    paths(objects::put_object, objects::get_object, objects::head_object, objects::delete_object)
+)]
+struct StorageDoc;
+
+/// The object routes. Their bodies are streamed under the limit each upload computes, not
+/// the JSON body limit.
+fn object_routes() -> axum::routing::MethodRouter<Storage> {
+    axum::routing::put(objects::put_object)
+        .get(objects::get_object)
+        .head(objects::head_object)
+        .delete(objects::delete_object)
+        .layer(DefaultBodyLimit::disable())
+}
+
+/// Builds the storage routes (and their OpenAPI paths).
+pub fn router(storage: Storage) -> OpenApiRouter {
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(buckets::create_bucket, buckets::list_buckets))
+        .routes(routes!(
+            buckets::get_bucket,
+            buckets::update_bucket,
+            buckets::delete_bucket
+        ))
+        .route("/buckets/{bucket}/objects/{*key}", object_routes());
+    OpenApiRouter::with_openapi(StorageDoc::openapi())
+        .nest("/storage/v1", v1)
+        .with_state(storage)
+}

@@ -1,0 +1,708 @@
+//! Object routes: PUT streams to the blob store, GET and HEAD serve (ranges too), DELETE.
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use plinth_shared::auth::Caller;
+use plinth_shared::extract::Json;
+use plinth_shared::quota::Gauge;
+use plinth_shared::{ApiError, projects};
+use plinth_types::storage::ObjectInfo;
+use plinth_types::{ErrorBody, Scope};
+
+use crate::Storage;
+use crate::blobs::{WriteError, Written};
+use crate::buckets::project_of;
+use crate::meta::{self, BucketRow, EventKind, NewObject, ObjectRow};
+use crate::names::{BucketName, ObjectKey};
+
+/// Prefix of user-metadata headers.
+const META_PREFIX: &str = "x-plinth-meta-";
+
+/// Header carrying an optional hex or base64 SHA-256 of the body.
+const SHA256_HEADER: &str = "x-plinth-checksum-sha256";
+
+/// Most bytes of user metadata (names and values) per object, as in S3.
+const MAX_METADATA_BYTES: usize = 2048;
+
+/// The `{bucket}` and `{*key}` of an object route. A key that is not valid percent-encoded
+/// UTF-8 is refused as a bad key, not as a generic bad parameter.
+#[derive(Debug)]
+pub struct ObjectPath {
+    bucket: String,
+    key: String,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ObjectPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path((bucket, key)) =
+            axum::extract::Path::<(String, String)>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| {
+                    ApiError::InvalidObjectKey(
+                        "object key: the path is not valid percent-encoded UTF-8".into(),
+                    )
+                })?;
+        Ok(ObjectPath { bucket, key })
+    }
+}
+
+/// What a PUT's headers say about the object.
+#[derive(Debug)]
+struct UploadHeaders {
+    content_type: String,
+    cache_control: Option<String>,
+    content_disposition: Option<String>,
+    metadata: BTreeMap<String, String>,
+    content_length: Option<u64>,
+    md5: Option<[u8; 16]>,
+    sha256: Option<[u8; 32]>,
+}
+
+fn header_text(headers: &HeaderMap, name: &'static str) -> Result<Option<String>, ApiError> {
+    headers
+        .get(name)
+        .map(|value| {
+            value
+                .to_str()
+                .map(str::to_owned)
+                .map_err(|_| ApiError::InvalidHeader {
+                    name,
+                    reason: "must be visible ASCII".into(),
+                })
+        })
+        .transpose()
+}
+
+impl UploadHeaders {
+    fn parse(headers: &HeaderMap) -> Result<UploadHeaders, ApiError> {
+        let content_type = header_text(headers, "content-type")?
+            .unwrap_or_else(|| "application/octet-stream".into());
+        let content_length = header_text(headers, "content-length")?
+            .map(|text| {
+                text.parse::<u64>().map_err(|_| ApiError::InvalidHeader {
+                    name: "content-length",
+                    reason: "must be a number".into(),
+                })
+            })
+            .transpose()?;
+        let md5 = header_text(headers, "content-md5")?
+            .map(|text| decode_digest::<16>("content-md5", &text))
+            .transpose()?;
+        let sha256 = header_text(headers, SHA256_HEADER)?
+            .map(|text| decode_digest::<32>(SHA256_HEADER, &text))
+            .transpose()?;
+
+        let mut metadata = BTreeMap::new();
+        let mut metadata_bytes = 0;
+        for (name, value) in headers {
+            let Some(field) = name.as_str().strip_prefix(META_PREFIX) else {
+                continue;
+            };
+            let value = value.to_str().map_err(|_| ApiError::InvalidHeader {
+                name: "x-plinth-meta-*",
+                reason: format!("`{name}` must be visible ASCII"),
+            })?;
+            metadata_bytes += field.len() + value.len();
+            metadata.insert(field.to_owned(), value.to_owned());
+        }
+        if metadata_bytes > MAX_METADATA_BYTES {
+            return Err(ApiError::InvalidHeader {
+                name: "x-plinth-meta-*",
+                reason: format!("user metadata is limited to {MAX_METADATA_BYTES} bytes"),
+            });
+        }
+        Ok(UploadHeaders {
+            content_type,
+            cache_control: header_text(headers, "cache-control")?,
+            content_disposition: header_text(headers, "content-disposition")?,
+            metadata,
+            content_length,
+            md5,
+            sha256,
+        })
+    }
+}
+
+/// Decodes a digest given as base64 (as `Content-MD5` is) or hex.
+fn decode_digest<const N: usize>(name: &'static str, text: &str) -> Result<[u8; N], ApiError> {
+    let invalid = || ApiError::InvalidHeader {
+        name,
+        reason: format!("must be {N} bytes as base64 or hex"),
+    };
+    let bytes = if text.len() == N * 2 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        (0..N)
+            .map(|i| u8::from_str_radix(&text[i * 2..i * 2 + 2], 16))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| invalid())?
+    } else {
+        STANDARD.decode(text.trim()).map_err(|_| invalid())?
+    };
+    bytes.try_into().map_err(|_| invalid())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether a content type matches one of the bucket's patterns (`image/png`, `image/*`).
+fn content_type_allowed(allowed: &[String], content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    allowed.is_empty()
+        || allowed.iter().any(|pattern| {
+            let pattern = pattern.to_ascii_lowercase();
+            match pattern.strip_suffix("/*") {
+                Some(kind) => essence.split('/').next() == Some(kind),
+                None => pattern == essence,
+            }
+        })
+}
+
+/// Types a browser would run or render as a document on the API's origin.
+fn is_active_content(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    ["html", "xml", "svg", "javascript", "ecmascript", "xhtml"]
+        .iter()
+        .any(|t| essence.contains(t))
+}
+
+async fn load_bucket(
+    storage: &Storage,
+    project_id: &str,
+    name: &BucketName,
+) -> Result<BucketRow, ApiError> {
+    let mut conn = storage.shared.store().pool().acquire().await?;
+    meta::get_bucket(&mut conn, project_id, name).await
+}
+
+/// The largest object this upload may store: the smallest of the operator's ceiling, the
+/// project's quota and the bucket's setting.
+async fn upload_limit(storage: &Storage, bucket: &BucketRow) -> Result<u64, ApiError> {
+    let mut conn = storage.shared.store().pool().acquire().await?;
+    let project = projects::get(&mut conn, &bucket.project_id).await?;
+    let quotas = storage.shared.quotas().effective(&project.quotas);
+    let limits = [
+        Some(storage.shared.config().storage_max_object_bytes),
+        quotas.object_size_max,
+        bucket.bucket.max_object_size,
+    ];
+    Ok(limits.into_iter().flatten().min().unwrap_or(u64::MAX))
+}
+
+/// Stores an object: PUT `/storage/v1/buckets/{bucket}/objects/{key}` with the bytes as the
+/// body. The body is streamed to disk, never held in memory whole.
+#[utoipa::path(
+    put,
+    path = "/storage/v1/buckets/{bucket}/objects/{key}",
+    tag = "storage",
+    params(
+        ("bucket" = String, Path, description = "Bucket name"),
+        ("key" = String, Path, description = "Object key; `/` allowed"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "Stored", body = ObjectInfo),
+        (status = 400, description = "Bad key, header or checksum", body = ErrorBody),
+        (status = 403, description = "Over quota", body = ErrorBody),
+        (status = 404, description = "No such bucket", body = ErrorBody),
+        (status = 413, description = "Object too large", body = ErrorBody),
+    )
+)]
+pub async fn put_object(
+    State(storage): State<Storage>,
+    caller: Caller,
+    ObjectPath { bucket, key }: ObjectPath,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bucket_name = BucketName::parse(&bucket)?;
+    let key = ObjectKey::parse(&key)?;
+    caller.authorize(Scope::StorageWrite, &key.resource(&bucket_name))?;
+    let project_id = project_of(&caller)?;
+    let upload = UploadHeaders::parse(&headers)?;
+
+    let bucket = load_bucket(&storage, project_id, &bucket_name).await?;
+    if !content_type_allowed(&bucket.bucket.allowed_content_types, &upload.content_type) {
+        return Err(ApiError::ContentTypeNotAllowed(upload.content_type));
+    }
+    let limit = upload_limit(&storage, &bucket).await?;
+    if upload.content_length.is_some_and(|length| length > limit) {
+        return Err(ApiError::ObjectTooLarge { limit });
+    }
+
+    let written = storage
+        .blobs
+        .write(body.into_data_stream(), limit)
+        .await
+        .map_err(|err| match err {
+            WriteError::TooLarge { limit } => ApiError::ObjectTooLarge { limit },
+            WriteError::Body(err) => {
+                ApiError::InvalidParameter(format!("the body could not be read: {err}"))
+            }
+            WriteError::Io(err) => ApiError::internal(err),
+        })?;
+    let stored = match verify(&upload, &written) {
+        Ok(()) => commit_object(&storage, &bucket, &key, &upload, &written).await,
+        Err(err) => Err(err),
+    };
+    let info = match stored {
+        Ok(info) => info,
+        Err(err) => {
+            // Nothing names the new blob: remove it, so a refused upload leaves nothing.
+            if let Err(io) = storage.blobs.delete(&written.blob_id).await {
+                tracing::warn!(blob_id = %written.blob_id, error = %io, "refused upload's blob not removed");
+            }
+            return Err(err);
+        }
+    };
+
+    storage
+        .shared
+        .usage()
+        .record(project_id, "ingress_bytes", written.size);
+    let mut response = Json(&info).into_response();
+    if let Ok(etag) = HeaderValue::from_str(&info.etag) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    Ok(response)
+}
+
+fn verify(upload: &UploadHeaders, written: &Written) -> Result<(), ApiError> {
+    if upload
+        .content_length
+        .is_some_and(|length| length != written.size)
+    {
+        return Err(ApiError::InvalidHeader {
+            name: "content-length",
+            reason: "does not match the body".into(),
+        });
+    }
+    if upload.md5.is_some_and(|md5| md5 != written.md5) {
+        return Err(ApiError::ChecksumMismatch("Content-MD5"));
+    }
+    if upload.sha256.is_some_and(|sha| sha != written.sha256) {
+        return Err(ApiError::ChecksumMismatch(SHA256_HEADER));
+    }
+    Ok(())
+}
+
+/// Makes a written blob the object's current version: row, quotas and outbox event in one
+/// transaction; the replaced version's blob is removed once that has committed.
+async fn commit_object(
+    storage: &Storage,
+    bucket: &BucketRow,
+    key: &ObjectKey,
+    upload: &UploadHeaders,
+    written: &Written,
+) -> Result<ObjectInfo, ApiError> {
+    let etag = format!("\"{}\"", hex(&written.md5));
+    let sha256 = hex(&written.sha256);
+    let object = NewObject {
+        key,
+        blob_id: &written.blob_id,
+        size: written.size,
+        etag: &etag,
+        sha256: &sha256,
+        content_type: &upload.content_type,
+        cache_control: upload.cache_control.as_deref(),
+        content_disposition: upload.content_disposition.as_deref(),
+        metadata: &upload.metadata,
+    };
+
+    let quotas = storage.shared.quotas();
+    let mut tx = storage.shared.store().begin().await?;
+    let replaced = meta::upsert_object(&mut tx, bucket, &object).await?;
+    let old_size = replaced.as_ref().map_or(0, |old| old.size);
+    let grows = i64::try_from(written.size).unwrap_or(i64::MAX)
+        - i64::try_from(old_size).unwrap_or(i64::MAX);
+    quotas
+        .reserve(&mut tx, &bucket.project_id, Gauge::StoredBytes, grows)
+        .await?;
+    if replaced.is_none() {
+        quotas
+            .reserve(&mut tx, &bucket.project_id, Gauge::Objects, 1)
+            .await?;
+    }
+    meta::record_event(
+        &mut tx,
+        bucket,
+        key,
+        EventKind::Created,
+        written.size,
+        Some(&etag),
+    )
+    .await?;
+    let info = meta::get_object(&mut tx, bucket, key).await?.info;
+    tx.commit().await?;
+
+    if let Some(old) = replaced
+        && let Err(err) = storage.blobs.delete(&old.blob_id).await
+    {
+        tracing::warn!(blob_id = %old.blob_id, error = %err, "replaced blob not removed");
+    }
+    Ok(info)
+}
+
+/// A single byte range, resolved against the object's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ByteRange {
+    start: u64,
+    end: u64,
+}
+
+/// Resolves a `Range` header (RFC 9110, section 14). Headers this server does not serve as a
+/// range (other units, several ranges, bad syntax) are ignored, so the whole object is sent,
+/// as the RFC allows; a well-formed range that lies outside the object is a 416.
+fn parse_range(header: Option<&HeaderValue>, size: u64) -> Result<Option<ByteRange>, ApiError> {
+    let Some(text) = header.and_then(|value| value.to_str().ok()) else {
+        return Ok(None);
+    };
+    let Some(spec) = text.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((first, last)) = spec.split_once('-') else {
+        return Ok(None);
+    };
+    let (first, last) = (first.trim(), last.trim());
+    let unsatisfiable = ApiError::RangeNotSatisfiable { size };
+    let range = match (first.parse::<u64>().ok(), last.parse::<u64>().ok()) {
+        (Some(start), _) if start >= size => return Err(unsatisfiable),
+        (Some(start), Some(end)) if end >= start => ByteRange {
+            start,
+            end: end.min(size - 1),
+        },
+        (Some(start), None) if last.is_empty() => ByteRange {
+            start,
+            end: size - 1,
+        },
+        (None, Some(suffix)) if first.is_empty() => {
+            if suffix == 0 || size == 0 {
+                return Err(unsatisfiable);
+            }
+            ByteRange {
+                start: size.saturating_sub(suffix),
+                end: size - 1,
+            }
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(range))
+}
+
+/// The headers every object response carries, GET and HEAD alike.
+fn object_headers(info: &ObjectInfo) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let mut set = |name: HeaderName, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    };
+    set(header::CONTENT_TYPE, &info.content_type);
+    set(header::ETAG, &info.etag);
+    set(
+        header::LAST_MODIFIED,
+        &httpdate::fmt_http_date(info.last_modified.into()),
+    );
+    set(header::ACCEPT_RANGES, "bytes");
+    if let Some(cache_control) = &info.cache_control {
+        set(header::CACHE_CONTROL, cache_control);
+    }
+    // User content never runs on the API's origin: no sniffing, no scripts, and types a
+    // browser would render as a page are downloaded instead.
+    set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(header::CONTENT_SECURITY_POLICY, "sandbox");
+    if is_active_content(&info.content_type) {
+        set(header::CONTENT_DISPOSITION, "attachment");
+    } else if let Some(disposition) = &info.content_disposition {
+        set(header::CONTENT_DISPOSITION, disposition);
+    }
+    for (name, value) in &info.metadata {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(format!("{META_PREFIX}{name}")),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+    headers
+}
+
+async fn find_object(
+    storage: &Storage,
+    caller: &Caller,
+    bucket: &str,
+    key: &str,
+) -> Result<(BucketRow, ObjectRow), ApiError> {
+    let bucket_name = BucketName::parse(bucket)?;
+    let key = ObjectKey::parse(key)?;
+    caller.authorize(Scope::StorageRead, &key.resource(&bucket_name))?;
+    let project_id = project_of(caller)?;
+
+    let mut conn = storage.shared.store().pool().acquire().await?;
+    let bucket = meta::get_bucket(&mut conn, project_id, &bucket_name).await?;
+    let object = meta::get_object(&mut conn, &bucket, &key).await?;
+    Ok((bucket, object))
+}
+
+/// Reads an object, or one byte range of it (`Range: bytes=...`, answered with 206).
+#[utoipa::path(
+    get,
+    path = "/storage/v1/buckets/{bucket}/objects/{key}",
+    tag = "storage",
+    params(
+        ("bucket" = String, Path, description = "Bucket name"),
+        ("key" = String, Path, description = "Object key"),
+    ),
+    responses(
+        (status = 200, description = "The object's bytes"),
+        (status = 206, description = "The requested range"),
+        (status = 404, description = "No such bucket or object", body = ErrorBody),
+        (status = 416, description = "Range outside the object", body = ErrorBody),
+    )
+)]
+pub async fn get_object(
+    State(storage): State<Storage>,
+    caller: Caller,
+    ObjectPath { bucket, key }: ObjectPath,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (bucket, mut object) = find_object(&storage, &caller, &bucket, &key).await?;
+    let size = object.info.size;
+    let range = parse_range(headers.get(header::RANGE), size)?;
+    let (start, len) = range.map_or((0, size), |r| (r.start, r.end - r.start + 1));
+
+    // An overwrite may remove the blob between reading the row and opening the file; the
+    // row then names the new version, so read it once more.
+    let stream = match storage.blobs.read(&object.blob_id, start, len).await {
+        Ok(stream) => stream,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let key = ObjectKey::parse(&object.info.key)?;
+            let mut conn = storage.shared.store().pool().acquire().await?;
+            object = meta::get_object(&mut conn, &bucket, &key).await?;
+            if object.info.size != size {
+                return Err(ApiError::internal(std::io::Error::other(
+                    "object changed while being read",
+                )));
+            }
+            storage
+                .blobs
+                .read(&object.blob_id, start, len)
+                .await
+                .map_err(ApiError::internal)?
+        }
+        Err(err) => return Err(ApiError::internal(err)),
+    };
+
+    storage
+        .shared
+        .usage()
+        .record(&bucket.project_id, "egress_bytes", len);
+    let mut response = Body::from_stream(stream).into_response();
+    *response.headers_mut() = object_headers(&object.info);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Some(range) = range {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let content_range = format!("bytes {}-{}/{size}", range.start, range.end);
+        if let Ok(value) = HeaderValue::from_str(&content_range) {
+            response.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
+    }
+    Ok(response)
+}
+
+/// Reads an object's headers without its bytes.
+#[utoipa::path(
+    head,
+    path = "/storage/v1/buckets/{bucket}/objects/{key}",
+    tag = "storage",
+    params(
+        ("bucket" = String, Path, description = "Bucket name"),
+        ("key" = String, Path, description = "Object key"),
+    ),
+    responses(
+        (status = 200, description = "The object's headers"),
+        (status = 404, description = "No such bucket or object"),
+    )
+)]
+pub async fn head_object(
+    State(storage): State<Storage>,
+    caller: Caller,
+    ObjectPath { bucket, key }: ObjectPath,
+) -> Result<Response, ApiError> {
+    let (_, object) = find_object(&storage, &caller, &bucket, &key).await?;
+    let mut headers = object_headers(&object.info);
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(object.info.size));
+    Ok((StatusCode::OK, headers).into_response())
+}
+
+/// Deletes an object. As in S3, deleting a key that does not exist succeeds.
+#[utoipa::path(
+    delete,
+    path = "/storage/v1/buckets/{bucket}/objects/{key}",
+    tag = "storage",
+    params(
+        ("bucket" = String, Path, description = "Bucket name"),
+        ("key" = String, Path, description = "Object key"),
+    ),
+    responses(
+        (status = 204, description = "Deleted, or was not there"),
+        (status = 404, description = "No such bucket", body = ErrorBody),
+    )
+)]
+pub async fn delete_object(
+    State(storage): State<Storage>,
+    caller: Caller,
+    ObjectPath { bucket, key }: ObjectPath,
+) -> Result<StatusCode, ApiError> {
+    let bucket_name = BucketName::parse(&bucket)?;
+    let key = ObjectKey::parse(&key)?;
+    caller.authorize(Scope::StorageWrite, &key.resource(&bucket_name))?;
+    let project_id = project_of(&caller)?;
+    let bucket = load_bucket(&storage, project_id, &bucket_name).await?;
+
+    let quotas = storage.shared.quotas();
+    let mut tx = storage.shared.store().begin().await?;
+    let Some((removed, etag)) = meta::delete_object(&mut tx, &bucket, &key).await? else {
+        return Ok(StatusCode::NO_CONTENT);
+    };
+    let size = i64::try_from(removed.size).unwrap_or(i64::MAX);
+    quotas
+        .release(&mut tx, project_id, Gauge::StoredBytes, size)
+        .await?;
+    quotas
+        .release(&mut tx, project_id, Gauge::Objects, 1)
+        .await?;
+    meta::record_event(
+        &mut tx,
+        &bucket,
+        &key,
+        EventKind::Deleted,
+        removed.size,
+        Some(&etag),
+    )
+    .await?;
+    tx.commit().await?;
+
+    if let Err(err) = storage.blobs.delete(&removed.blob_id).await {
+        tracing::warn!(blob_id = %removed.blob_id, error = %err, "deleted object's blob not removed");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(text: &str, size: u64) -> Result<Option<ByteRange>, ApiError> {
+        parse_range(Some(&HeaderValue::from_str(text).unwrap()), size)
+    }
+
+    #[test]
+    fn ranges_resolve_like_rfc_9110() {
+        assert_eq!(
+            range("bytes=0-4", 10).unwrap(),
+            Some(ByteRange { start: 0, end: 4 })
+        );
+        assert_eq!(
+            range("bytes=5-", 10).unwrap(),
+            Some(ByteRange { start: 5, end: 9 })
+        );
+        assert_eq!(
+            range("bytes=-3", 10).unwrap(),
+            Some(ByteRange { start: 7, end: 9 })
+        );
+        assert_eq!(
+            range("bytes=-30", 10).unwrap(),
+            Some(ByteRange { start: 0, end: 9 })
+        );
+        assert_eq!(
+            range("bytes=8-100", 10).unwrap(),
+            Some(ByteRange { start: 8, end: 9 })
+        );
+        assert!(matches!(
+            range("bytes=10-", 10),
+            Err(ApiError::RangeNotSatisfiable { size: 10 })
+        ));
+        assert!(range("bytes=-0", 10).is_err());
+        for ignored in [
+            "items=0-1",
+            "bytes=0-1,3-4",
+            "bytes=5-2",
+            "bytes=x-y",
+            "bytes",
+        ] {
+            assert_eq!(range(ignored, 10).unwrap(), None, "{ignored}");
+        }
+    }
+
+    #[test]
+    fn digests_decode_from_base64_or_hex() {
+        let md5 = [0xabu8; 16];
+        assert_eq!(
+            decode_digest::<16>("content-md5", &STANDARD.encode(md5)).unwrap(),
+            md5
+        );
+        assert_eq!(
+            decode_digest::<16>("content-md5", &"ab".repeat(16)).unwrap(),
+            md5
+        );
+        assert!(decode_digest::<16>("content-md5", "nope").is_err());
+        assert!(decode_digest::<16>("content-md5", &STANDARD.encode([1u8; 15])).is_err());
+    }
+
+    #[test]
+    fn content_type_patterns_match_by_type() {
+        let allowed = vec!["image/*".to_owned(), "application/pdf".to_owned()];
+        assert!(content_type_allowed(&allowed, "image/png"));
+        assert!(content_type_allowed(&allowed, "Application/PDF; q=1"));
+        assert!(!content_type_allowed(&allowed, "text/html"));
+        assert!(content_type_allowed(&[], "anything/at-all"));
+    }
+
+    #[test]
+    fn active_types_are_recognised() {
+        for active in [
+            "text/html",
+            "image/svg+xml",
+            "application/xhtml+xml",
+            "text/javascript; charset=utf-8",
+            "application/xml",
+        ] {
+            assert!(is_active_content(active), "{active}");
+        }
+        for passive in [
+            "image/png",
+            "application/pdf",
+            "text/plain",
+            "application/octet-stream",
+        ] {
+            assert!(!is_active_content(passive), "{passive}");
+        }
+    }
+}

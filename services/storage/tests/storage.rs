@@ -1,0 +1,685 @@
+//! The storage API end to end on every metadata backend, with the file blob store.
+
+use plinth_sdk::Client;
+use plinth_shared::Shared;
+use plinth_shared::backend_tests;
+use plinth_shared::testkit::TestBackend;
+use plinth_types::console::{CreateKey, CreateProject, Project, Quotas};
+use plinth_types::{ErrorBody, Scope};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+struct Server {
+    url: String,
+    shared: Shared,
+    admin: Client,
+    http: reqwest::Client,
+    blob_dir: std::path::PathBuf,
+    _backend: TestBackend,
+}
+
+impl Server {
+    async fn start(backend: TestBackend) -> Server {
+        let shared = Shared::open(backend.config.clone(), &backend.admin_token)
+            .await
+            .unwrap();
+        let storage = plinth_storage::Storage::open(shared.clone()).await.unwrap();
+        let routes = plinth_console::router(shared.clone()).merge(plinth_storage::router(storage));
+        let (routes, api) = routes.split_for_parts();
+        let app = plinth_shared::http::app(routes, api, &shared);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let serving = shared.clone();
+        tokio::spawn(async move {
+            plinth_shared::http::serve(listener, app, serving, std::future::pending()).await
+        });
+        let admin = Client::builder()
+            .base_url(&url)
+            .token(&backend.admin_token)
+            .max_retries(0)
+            .build()
+            .unwrap();
+        let blob_dir = backend.config.storage_dir().unwrap();
+        Server {
+            url,
+            shared,
+            admin,
+            http: reqwest::Client::new(),
+            blob_dir,
+            _backend: backend,
+        }
+    }
+
+    /// A project with the given quotas and a key with every storage scope.
+    async fn tenant(&self, name: &str, quotas: Quotas) -> (Project, String) {
+        let project = self
+            .admin
+            .create_project(&CreateProject {
+                name: name.into(),
+                quotas: Some(quotas),
+            })
+            .await
+            .unwrap();
+        let key = CreateKey {
+            name: "fn".into(),
+            scopes: vec![Scope::StorageRead, Scope::StorageWrite],
+            ..CreateKey::default()
+        };
+        let key = self.admin.create_key(&project.id, &key).await.unwrap();
+        (project, key.secret)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/storage/v1{path}", self.url)
+    }
+
+    async fn create_bucket(&self, key: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/buckets"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn put(&self, key: &str, bucket: &str, object: &str, body: Vec<u8>) -> reqwest::Response {
+        let url = self.url(&format!("/buckets/{bucket}/objects/{object}"));
+        self.http
+            .put(url)
+            .bearer_auth(key)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn get(&self, key: &str, bucket: &str, object: &str) -> reqwest::Response {
+        let url = self.url(&format!("/buckets/{bucket}/objects/{object}"));
+        self.http.get(url).bearer_auth(key).send().await.unwrap()
+    }
+
+    async fn gauges(&self, project: &Project) -> (u64, u64) {
+        let usage = self.admin.get_quotas(&project.id).await.unwrap().usage;
+        (usage["objects"], usage["stored_bytes"])
+    }
+
+    /// Blob files on disk, temporary ones included.
+    fn blob_files(&self) -> usize {
+        fn count(dir: &std::path::Path) -> usize {
+            std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .map(|e| {
+                            if e.path().is_dir() {
+                                count(&e.path())
+                            } else {
+                                1
+                            }
+                        })
+                        .sum()
+                })
+                .unwrap_or(0)
+        }
+        count(&self.blob_dir)
+    }
+
+    async fn events(&self) -> Vec<(String, String)> {
+        use sqlx::Row;
+        let rows = sqlx::query("SELECT kind, key FROM object_events ORDER BY id")
+            .fetch_all(self.shared.store().pool())
+            .await
+            .unwrap();
+        rows.iter().map(|r| (r.get("kind"), r.get("key"))).collect()
+    }
+}
+
+async fn code(response: reqwest::Response) -> (StatusCode, String) {
+    let status = response.status();
+    let body: ErrorBody = response.json().await.unwrap();
+    assert!(body.request_id.is_some());
+    (status, body.code)
+}
+
+async fn buckets_are_managed_per_project(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let (_, key) = server.tenant("alpha", Quotas::default()).await;
+
+    let created = server
+        .create_bucket(&key, json!({"name": "avatars", "max_object_size": 1000}))
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let bucket: Value = created.json().await.unwrap();
+    assert_eq!(
+        (bucket["name"].as_str(), bucket["max_object_size"].as_u64()),
+        (Some("avatars"), Some(1000))
+    );
+    assert_eq!(
+        code(server.create_bucket(&key, json!({"name": "avatars"})).await)
+            .await
+            .1,
+        "bucket_name_taken"
+    );
+    for bad in ["ab", "Avatars", "a..b", "-x-", "10.0.0.1"] {
+        assert_eq!(
+            code(server.create_bucket(&key, json!({"name": bad})).await)
+                .await
+                .1,
+            "invalid_bucket_name",
+            "{bad}"
+        );
+    }
+    let bad_types = json!({"name": "docs", "allowed_content_types": ["pdf"]});
+    assert_eq!(
+        code(server.create_bucket(&key, bad_types).await).await.1,
+        "invalid_field"
+    );
+
+    server.create_bucket(&key, json!({"name": "docs"})).await;
+    let listed: Value = server
+        .http
+        .get(server.url("/buckets"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<_> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["avatars", "docs"]);
+
+    let patched: Value = server
+        .http
+        .patch(server.url("/buckets/docs"))
+        .bearer_auth(&key)
+        .json(&json!({"public_read": true, "allowed_content_types": ["application/pdf"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(patched["public_read"], true);
+
+    assert_eq!(
+        server
+            .put(&key, "docs", "a.pdf", b"%PDF".to_vec())
+            .await
+            .status(),
+        415
+    );
+    let pdf = server
+        .http
+        .put(server.url("/buckets/docs/objects/a.pdf"))
+        .bearer_auth(&key)
+        .header("content-type", "application/pdf")
+        .body("%PDF")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pdf.status(), 200);
+    let refused = server
+        .http
+        .delete(server.url("/buckets/docs"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(refused).await.1, "bucket_not_empty");
+    let forced = server
+        .http
+        .delete(server.url("/buckets/docs?force=true"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forced.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        code(
+            server
+                .http
+                .get(server.url("/buckets/docs"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap()
+        )
+        .await
+        .1,
+        "bucket_not_found"
+    );
+}
+
+async fn objects_round_trip_with_headers_ranges_and_quotas(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let (project, key) = server.tenant("alpha", Quotas::default()).await;
+    server.create_bucket(&key, json!({"name": "files"})).await;
+
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let put = server
+        .http
+        .put(server.url("/buckets/files/objects/reports/2024/q1.bin"))
+        .bearer_auth(&key)
+        .header("content-type", "application/x-report")
+        .header("cache-control", "max-age=60")
+        .header("x-plinth-meta-owner", "user-42")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let info: Value = put.json().await.unwrap();
+    let md5_hex = format!("\"{:x}\"", md5_of(&body));
+    assert_eq!(info["etag"], md5_hex.as_str());
+    assert_eq!(info["size"], 100_000);
+    assert_eq!(info["metadata"]["owner"], "user-42");
+
+    let got = server.get(&key, "files", "reports/2024/q1.bin").await;
+    assert_eq!(got.status(), 200);
+    let headers = got.headers().clone();
+    assert_eq!(headers["etag"], md5_hex.as_str());
+    assert_eq!(headers["content-type"], "application/x-report");
+    assert_eq!(headers["cache-control"], "max-age=60");
+    assert_eq!(headers["x-plinth-meta-owner"], "user-42");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["content-length"], "100000");
+    assert!(headers.contains_key("last-modified"));
+    assert_eq!(got.bytes().await.unwrap().as_ref(), body.as_slice());
+
+    // Objects are served byte for byte even to a client that accepts gzip.
+    let raw = server
+        .http
+        .get(server.url("/buckets/files/objects/reports/2024/q1.bin"))
+        .bearer_auth(&key)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert!(raw.headers().get("content-encoding").is_none());
+    assert_eq!(raw.headers()["content-length"], "100000");
+
+    let ranged = server
+        .http
+        .get(server.url("/buckets/files/objects/reports/2024/q1.bin"))
+        .bearer_auth(&key)
+        .header("range", "bytes=1000-1999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranged.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(ranged.headers()["content-range"], "bytes 1000-1999/100000");
+    assert_eq!(ranged.bytes().await.unwrap().as_ref(), &body[1000..2000]);
+    let outside = server
+        .http
+        .get(server.url("/buckets/files/objects/reports/2024/q1.bin"))
+        .bearer_auth(&key)
+        .header("range", "bytes=100000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(outside.headers()["content-range"], "bytes */100000");
+    assert_eq!(
+        code(outside).await,
+        (
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "range_not_satisfiable".into()
+        )
+    );
+
+    let head = server
+        .http
+        .head(server.url("/buckets/files/objects/reports/2024/q1.bin"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            head.status(),
+            head.headers()["content-length"].to_str().unwrap()
+        ),
+        (StatusCode::OK, "100000")
+    );
+
+    // Active content is never served as a page on the API's origin.
+    let page = server
+        .http
+        .put(server.url("/buckets/files/objects/x.html"))
+        .bearer_auth(&key)
+        .header("content-type", "text/html")
+        .body("<script>alert(1)</script>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let page = server.get(&key, "files", "x.html").await;
+    assert_eq!(page.headers()["content-security-policy"], "sandbox");
+    assert_eq!(page.headers()["content-disposition"], "attachment");
+
+    assert_eq!(server.gauges(&project).await, (2, 100_000 + 25));
+    // An overwrite counts the size difference, not a second object.
+    assert_eq!(
+        server
+            .put(&key, "files", "x.html", vec![b'a'; 5])
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(server.gauges(&project).await, (2, 100_005));
+    assert_eq!(server.blob_files(), 2, "the replaced blob is removed");
+
+    for object in ["reports/2024/q1.bin", "x.html"] {
+        let deleted = server
+            .http
+            .delete(server.url(&format!("/buckets/files/objects/{object}")))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            code(server.get(&key, "files", object).await).await.1,
+            "object_not_found"
+        );
+    }
+    assert_eq!(server.gauges(&project).await, (0, 0));
+    assert_eq!(server.blob_files(), 0);
+    let again = server
+        .http
+        .delete(server.url("/buckets/files/objects/x.html"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        again.status(),
+        StatusCode::NO_CONTENT,
+        "deleting a missing key succeeds, as in S3"
+    );
+
+    let events = server.events().await;
+    let kinds: Vec<_> = events.iter().map(|(kind, _)| kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "object.created",
+            "object.created",
+            "object.created",
+            "object.deleted",
+            "object.deleted"
+        ]
+    );
+}
+
+fn md5_of(bytes: &[u8]) -> u128 {
+    use md5::{Digest, Md5};
+    u128::from_be_bytes(Md5::digest(bytes).into())
+}
+
+async fn bad_input_is_refused_and_stores_nothing(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let (project, key) = server
+        .tenant(
+            "alpha",
+            Quotas {
+                object_size_max: Some(10_000),
+                ..Quotas::default()
+            },
+        )
+        .await;
+    server
+        .create_bucket(&key, json!({"name": "files", "max_object_size": 5000}))
+        .await;
+
+    let long_key = "k".repeat(1025);
+    for (object, expected) in [
+        // Escaped so that the client does not resolve the dot segments itself.
+        ("a/..%2Fb", "invalid_object_key"),
+        ("a/.%2Fb", "invalid_object_key"),
+        ("%2Fleading", "invalid_object_key"),
+        ("nul%00byte", "invalid_object_key"),
+        ("line%0Abreak", "invalid_object_key"),
+        ("bad%FFutf8", "invalid_object_key"),
+        (long_key.as_str(), "invalid_object_key"),
+    ] {
+        let response = server.put(&key, "files", object, b"x".to_vec()).await;
+        assert_eq!(
+            code(response).await,
+            (StatusCode::BAD_REQUEST, expected.to_owned()),
+            "{object}"
+        );
+    }
+
+    let body = b"hello".to_vec();
+    let wrong_md5 = server
+        .http
+        .put(server.url("/buckets/files/objects/a"))
+        .bearer_auth(&key)
+        .header("content-md5", "AAAAAAAAAAAAAAAAAAAAAA==")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(wrong_md5).await.1, "checksum_mismatch");
+    let wrong_sha = server
+        .http
+        .put(server.url("/buckets/files/objects/a"))
+        .bearer_auth(&key)
+        .header("x-plinth-checksum-sha256", "00".repeat(32))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(wrong_sha).await.1, "checksum_mismatch");
+    let garbled = server
+        .http
+        .put(server.url("/buckets/files/objects/a"))
+        .bearer_auth(&key)
+        .header("content-md5", "not base64")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(garbled).await.1, "invalid_header");
+
+    // The bucket's 5000 bytes win over the project's 10000: refused by Content-Length up
+    // front, and by counting when the body streams without one.
+    let oversize = server.put(&key, "files", "big", vec![0; 5001]).await;
+    assert_eq!(
+        code(oversize).await,
+        (StatusCode::PAYLOAD_TOO_LARGE, "object_too_large".into())
+    );
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..6).map(|_| Ok(vec![0u8; 1000])).collect();
+    let streamed = server
+        .http
+        .put(server.url("/buckets/files/objects/big"))
+        .bearer_auth(&key)
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(streamed).await.1, "object_too_large");
+    let missing_bucket = server.put(&key, "nope", "a", b"x".to_vec()).await;
+    assert_eq!(code(missing_bucket).await.1, "bucket_not_found");
+
+    assert_eq!(server.gauges(&project).await, (0, 0));
+    assert_eq!(
+        server.blob_files(),
+        0,
+        "no blob, not even a temporary one, is left"
+    );
+    assert!(server.events().await.is_empty());
+}
+
+async fn concurrent_uploads_never_overshoot_the_quota(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let quotas = Quotas {
+        stored_bytes: Some(10_000),
+        ..Quotas::default()
+    };
+    let (project, key) = server.tenant("alpha", quotas).await;
+    server.create_bucket(&key, json!({"name": "files"})).await;
+
+    let names: Vec<String> = (0..64).map(|i| format!("o-{i}")).collect();
+    let uploads = names
+        .iter()
+        .map(|name| server.put(&key, "files", name, vec![7; 1000]));
+    let responses = futures::future::join_all(uploads).await;
+    let mut stored = 0;
+    for response in responses {
+        match response.status() {
+            StatusCode::OK => stored += 1,
+            StatusCode::FORBIDDEN => assert_eq!(code(response).await.1, "quota_exceeded"),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(stored, 10, "exactly the quota's worth is stored");
+    assert_eq!(server.gauges(&project).await, (10, 10_000));
+    assert_eq!(server.blob_files(), 10, "refused uploads leave no blob");
+}
+
+async fn other_projects_see_nothing(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let (_, owner) = server.tenant("alpha", Quotas::default()).await;
+    let (_, stranger) = server.tenant("beta", Quotas::default()).await;
+    server
+        .create_bucket(&owner, json!({"name": "private"}))
+        .await;
+    assert_eq!(
+        server
+            .put(&owner, "private", "secret.txt", b"s3cr3t".to_vec())
+            .await
+            .status(),
+        200
+    );
+
+    // The stranger gets exactly what a missing bucket gives, on every route.
+    for bucket in ["private", "missing"] {
+        let base = server.url(&format!("/buckets/{bucket}"));
+        let object = format!("{base}/objects/secret.txt");
+        let requests = [
+            server.http.get(&base),
+            server.http.patch(&base).json(&json!({"public_read": true})),
+            server.http.delete(&base),
+            server.http.get(&object),
+            server.http.put(&object).body("x"),
+            server.http.delete(&object),
+        ];
+        for request in requests {
+            let response = request.bearer_auth(&stranger).send().await.unwrap();
+            assert_eq!(
+                code(response).await,
+                (StatusCode::NOT_FOUND, "bucket_not_found".into()),
+                "{bucket}"
+            );
+        }
+        let head = server
+            .http
+            .head(&object)
+            .bearer_auth(&stranger)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status(), StatusCode::NOT_FOUND);
+    }
+    let listed: Value = server
+        .http
+        .get(server.url("/buckets"))
+        .bearer_auth(&stranger)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed, json!([]));
+    assert_eq!(
+        server
+            .get(&owner, "private", "secret.txt")
+            .await
+            .bytes()
+            .await
+            .unwrap()
+            .as_ref(),
+        b"s3cr3t"
+    );
+}
+
+async fn scopes_and_patterns_limit_storage(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let (project, writer) = server.tenant("alpha", Quotas::default()).await;
+    server
+        .create_bucket(&writer, json!({"name": "avatars"}))
+        .await;
+    let limited = CreateKey {
+        name: "user-42".into(),
+        scopes: vec![Scope::StorageRead, Scope::StorageWrite],
+        resources: vec!["bucket:avatars/user-42/*".into()],
+        ..CreateKey::default()
+    };
+    let limited = server
+        .admin
+        .create_key(&project.id, &limited)
+        .await
+        .unwrap()
+        .secret;
+    let reader = CreateKey {
+        name: "ro".into(),
+        scopes: vec![Scope::StorageRead],
+        ..CreateKey::default()
+    };
+    let reader = server
+        .admin
+        .create_key(&project.id, &reader)
+        .await
+        .unwrap()
+        .secret;
+
+    assert_eq!(
+        server
+            .put(&limited, "avatars", "user-42/face.png", b"png".to_vec())
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        code(
+            server
+                .put(&limited, "avatars", "user-43/face.png", b"png".to_vec())
+                .await
+        )
+        .await
+        .1,
+        "resource_not_allowed"
+    );
+    assert_eq!(
+        code(server.put(&reader, "avatars", "x", b"png".to_vec()).await)
+            .await
+            .1,
+        "missing_scope"
+    );
+    assert_eq!(
+        server
+            .get(&reader, "avatars", "user-42/face.png")
+            .await
+            .status(),
+        200
+    );
+}
+
+backend_tests!(
+    buckets_are_managed_per_project,
+    objects_round_trip_with_headers_ranges_and_quotas,
+    bad_input_is_refused_and_stores_nothing,
+    concurrent_uploads_never_overshoot_the_quota,
+    other_projects_see_nothing,
+    scopes_and_patterns_limit_storage,
+);

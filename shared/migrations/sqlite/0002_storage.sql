@@ -1,0 +1,48 @@
+-- Object storage: buckets, the object index, and the outbox of object events.
+-- A row of `objects` is what makes an object visible: its blob is written (and synced)
+-- before the row commits, and deleted only after the row that names it is gone.
+
+CREATE TABLE buckets (
+    id                    TEXT PRIMARY KEY,
+    project_id            TEXT NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
+    name                  TEXT NOT NULL,
+    public_read           BIGINT NOT NULL,
+    max_object_size       BIGINT,
+    allowed_content_types TEXT NOT NULL,
+    created_at            BIGINT NOT NULL,
+    updated_at            BIGINT NOT NULL,
+    UNIQUE (project_id, name)
+);
+
+-- `prev_blob_id` and `prev_size` hold what an upsert replaced, so the writer's transaction
+-- learns it from RETURNING (portable to both engines) and can settle quotas and delete
+-- the old blob after commit.
+CREATE TABLE objects (
+    bucket_id            TEXT NOT NULL REFERENCES buckets (id) ON DELETE CASCADE,
+    key                  TEXT NOT NULL,
+    blob_id              TEXT NOT NULL,
+    size                 BIGINT NOT NULL,
+    etag                 TEXT NOT NULL,
+    content_type         TEXT NOT NULL,
+    cache_control        TEXT,
+    content_disposition  TEXT,
+    metadata             TEXT NOT NULL,
+    sha256               TEXT NOT NULL,
+    created_at           BIGINT NOT NULL,
+    updated_at           BIGINT NOT NULL,
+    prev_blob_id         TEXT,
+    prev_size            BIGINT,
+    PRIMARY KEY (bucket_id, key)
+);
+
+-- Written in the same transaction as each change; the messaging service relays it.
+CREATE TABLE object_events (
+    id          TEXT PRIMARY KEY,
+    project_id  TEXT NOT NULL,
+    bucket      TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    size        BIGINT NOT NULL,
+    etag        TEXT,
+    at          BIGINT NOT NULL
+);

@@ -1,0 +1,87 @@
+//! Bodies of the storage API: buckets and object descriptions.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// A bucket of a project.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Bucket {
+    /// The bucket's name, unique within its project.
+    pub name: String,
+    /// Whether objects can be read without credentials.
+    pub public_read: bool,
+    /// The largest object the bucket accepts, in bytes, if it sets one.
+    pub max_object_size: Option<u64>,
+    /// Content types the bucket accepts (`image/png`, or `image/*`); empty means any.
+    pub allowed_content_types: Vec<String>,
+    /// When the bucket was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When its settings last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// Body of `POST /storage/v1/buckets`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateBucket {
+    /// 3 to 63 lowercase letters, digits, `-` and `.`, as S3 names buckets.
+    pub name: String,
+    /// Serve GET and HEAD without credentials.
+    #[serde(default)]
+    pub public_read: bool,
+    /// The largest object the bucket accepts, in bytes.
+    #[serde(default)]
+    pub max_object_size: Option<u64>,
+    /// Content types the bucket accepts; empty means any.
+    #[serde(default)]
+    pub allowed_content_types: Vec<String>,
+}
+
+/// Body of `PATCH /storage/v1/buckets/{bucket}`; absent fields are left as they are.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateBucket {
+    /// Serve GET and HEAD without credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_read: Option<bool>,
+    /// The largest object the bucket accepts; `0` removes the bucket's own limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_object_size: Option<u64>,
+    /// Content types the bucket accepts; empty means any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_content_types: Option<Vec<String>>,
+}
+
+/// The description of a stored object, as listed and as returned by a PUT.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ObjectInfo {
+    /// The bucket.
+    pub bucket: String,
+    /// The key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Entity tag: the hex MD5 of the bytes, quoted, as S3 gives it for single-part objects.
+    pub etag: String,
+    /// The content type it is served with.
+    pub content_type: String,
+    /// `Cache-Control` it is served with.
+    pub cache_control: Option<String>,
+    /// `Content-Disposition` it is served with.
+    pub content_disposition: Option<String>,
+    /// User metadata (`x-plinth-meta-*` headers, names lowercased without the prefix).
+    pub metadata: BTreeMap<String, String>,
+    /// The hex SHA-256 of the bytes.
+    pub sha256: String,
+    /// When this version was written.
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_modified: OffsetDateTime,
+}
