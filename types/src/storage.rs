@@ -85,3 +85,32 @@ pub struct ObjectInfo {
     #[serde(with = "time::serde::rfc3339")]
     pub last_modified: OffsetDateTime,
 }
+
+/// Query of `GET /storage/v1/buckets/{bucket}/objects`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct ListObjectsQuery {
+    /// Only keys that start with this.
+    pub prefix: Option<String>,
+    /// Group keys that contain this after the prefix into common prefixes (usually `/`).
+    pub delimiter: Option<String>,
+    /// Only keys after this one.
+    pub start_after: Option<String>,
+    /// Entries (objects and common prefixes) per page, 1 to 1000 (default 1000).
+    pub limit: Option<u32>,
+    /// A `next_cursor` from the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of a bucket listing, in key order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ObjectListing {
+    /// Objects on this page, with their metadata.
+    pub objects: Vec<ObjectInfo>,
+    /// Key prefixes up to and including the delimiter, each standing for the keys below it.
+    pub common_prefixes: Vec<String>,
+    /// The cursor of the next page, if there is one.
+    pub next_cursor: Option<String>,
+}

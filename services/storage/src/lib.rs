@@ -3,16 +3,17 @@
 //! - [`names`]: bucket names and object keys, validated once.
 //! - [`blobs`]: the embedded blob store (files named by the server, synced before commit).
 //! - [`meta`]: the bucket and object rows and the event outbox, in the metadata store.
-//! - [`buckets`], [`objects`]: the HTTP routes.
+//! - [`buckets`], [`objects`], [`list`]: the HTTP routes.
 //!
 //! An object becomes visible when its row commits, after its blob is durable; the quota
 //! gauges move in that same transaction, and so does the outbox event.
 //!
-//! Not yet here, all part of issue #3: listing, conditional requests, copy, multipart
+//! Not yet here, all part of issue #3: conditional requests, copy, multipart
 //! uploads, signed URLs, public reads, the S3 backend, orphan collection and group commit.
 
 pub mod blobs;
 pub mod buckets;
+pub mod list;
 pub mod meta;
 pub mod names;
 pub mod objects;
@@ -87,6 +88,7 @@ pub fn router(storage: Storage) -> OpenApiRouter {
             buckets::update_bucket,
             buckets::delete_bucket
         ))
+        .routes(routes!(list::list_objects))
         .route("/buckets/{bucket}/objects/{*key}", object_routes());
     OpenApiRouter::with_openapi(StorageDoc::openapi())
         .nest("/storage/v1", v1)

@@ -287,6 +287,39 @@ pub async fn get_object(
     object_from_row(&bucket.bucket.name, &row)
 }
 
+/// Lists up to `limit` objects with keys after `after` that start with `prefix`, in key
+/// order (byte order: SQLite's default, and the `C` collation on PostgreSQL).
+///
+/// # Errors
+///
+/// Returns the store's failure.
+pub async fn list_objects(
+    conn: &mut AnyConnection,
+    bucket: &BucketRow,
+    prefix: &str,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<ObjectRow>, ApiError> {
+    // The range condition lets the primary key serve the scan; `substr` (in characters on
+    // both engines) makes the prefix test exact.
+    let rows = sqlx::query(
+        "SELECT key, blob_id, size, etag, content_type, cache_control, content_disposition, \
+         metadata, sha256, updated_at FROM objects \
+         WHERE bucket_id = $1 AND key > $2 AND key >= $3 AND substr(key, 1, CAST($4 AS INTEGER)) = $3 \
+         ORDER BY key LIMIT $5",
+    )
+    .bind(&bucket.id)
+    .bind(after)
+    .bind(prefix)
+    .bind(prefix.chars().count() as i64)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|row| object_from_row(&bucket.bucket.name, row))
+        .collect()
+}
+
 /// What a new object version needs besides its bytes.
 #[derive(Clone, Debug)]
 pub struct NewObject<'a> {
