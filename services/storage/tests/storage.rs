@@ -673,6 +673,24 @@ async fn scopes_and_patterns_limit_storage(backend: TestBackend) {
             .status(),
         200
     );
+    let own = server.url("/buckets/avatars/objects?prefix=user-42/");
+    let own = server
+        .http
+        .get(own)
+        .bearer_auth(&limited)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    let everything = server.url("/buckets/avatars/objects");
+    let everything = server
+        .http
+        .get(everything)
+        .bearer_auth(&limited)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code(everything).await.1, "resource_not_allowed");
 }
 
 async fn listings_page_by_key_with_common_prefixes(backend: TestBackend) {
