@@ -50,6 +50,8 @@ pub enum ApiError {
     BucketNotEmpty(String),
     #[error("the object is larger than the {limit}-byte limit")]
     ObjectTooLarge { limit: u64 },
+    #[error("the condition in `{0}` does not hold")]
+    PreconditionFailed(&'static str),
     #[error("the bucket does not accept content type `{0}`")]
     ContentTypeNotAllowed(String),
     #[error("the range is outside the object's {size} bytes")]
@@ -127,6 +129,7 @@ impl ApiError {
             ApiError::BucketNameTaken(_) => ErrorCode::BucketNameTaken,
             ApiError::BucketNotEmpty(_) => ErrorCode::BucketNotEmpty,
             ApiError::ObjectTooLarge { .. } => ErrorCode::ObjectTooLarge,
+            ApiError::PreconditionFailed(_) => ErrorCode::PreconditionFailed,
             ApiError::ContentTypeNotAllowed(_) => ErrorCode::ContentTypeNotAllowed,
             ApiError::RangeNotSatisfiable { .. } => ErrorCode::RangeNotSatisfiable,
             ApiError::MissingCredentials => ErrorCode::MissingCredentials,

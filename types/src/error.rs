@@ -120,6 +120,8 @@ error_codes! {
     BucketNotEmpty = ("bucket_not_empty", 409),
     /// The object is larger than the bucket's or project's largest object.
     ObjectTooLarge = ("object_too_large", 413),
+    /// A condition of the request (`If-Match`, `If-None-Match`, ...) does not hold.
+    PreconditionFailed = ("precondition_failed", 412),
     /// The body is larger than the route accepts.
     PayloadTooLarge = ("payload_too_large", 413),
     /// The body is not `application/json`.

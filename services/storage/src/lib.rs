@@ -8,11 +8,12 @@
 //! An object becomes visible when its row commits, after its blob is durable; the quota
 //! gauges move in that same transaction, and so does the outbox event.
 //!
-//! Not yet here, all part of issue #3: conditional requests, copy, multipart
+//! Not yet here, all part of issue #3: copy, multipart
 //! uploads, signed URLs, public reads, the S3 backend, orphan collection and group commit.
 
 pub mod blobs;
 pub mod buckets;
+mod conditions;
 pub mod list;
 pub mod meta;
 pub mod names;

@@ -350,6 +350,8 @@ pub struct Replaced {
     pub blob_id: String,
     /// The old version's size.
     pub size: u64,
+    /// The old version's ETag.
+    pub etag: String,
 }
 
 /// Writes an object row, returning the version it replaced. The row lock it takes (or the
@@ -367,15 +369,16 @@ pub async fn upsert_object(
     let now = now_millis();
     let row = sqlx::query(
         "INSERT INTO objects (bucket_id, key, blob_id, size, etag, content_type, cache_control, \
-         content_disposition, metadata, sha256, created_at, updated_at, prev_blob_id, prev_size) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, NULL, NULL) \
+         content_disposition, metadata, sha256, created_at, updated_at, prev_blob_id, prev_size, \
+         prev_etag) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, NULL, NULL, NULL) \
          ON CONFLICT (bucket_id, key) DO UPDATE SET \
-         prev_blob_id = objects.blob_id, prev_size = objects.size, \
+         prev_blob_id = objects.blob_id, prev_size = objects.size, prev_etag = objects.etag, \
          blob_id = excluded.blob_id, size = excluded.size, etag = excluded.etag, \
          content_type = excluded.content_type, cache_control = excluded.cache_control, \
          content_disposition = excluded.content_disposition, metadata = excluded.metadata, \
          sha256 = excluded.sha256, updated_at = excluded.updated_at \
-         RETURNING prev_blob_id, prev_size",
+         RETURNING prev_blob_id, prev_size, prev_etag",
     )
     .bind(&bucket.id)
     .bind(object.key.as_str())
@@ -392,9 +395,11 @@ pub async fn upsert_object(
     .await?;
     let blob_id: Option<String> = row.try_get("prev_blob_id")?;
     let size: Option<i64> = row.try_get("prev_size")?;
+    let etag: Option<String> = row.try_get("prev_etag")?;
     Ok(blob_id.map(|blob_id| Replaced {
         blob_id,
         size: size.unwrap_or(0).max(0) as u64,
+        etag: etag.unwrap_or_default(),
     }))
 }
 
@@ -417,11 +422,13 @@ pub async fn delete_object(
     .await?;
     let Some(row) = row else { return Ok(None) };
     let size: i64 = row.try_get("size")?;
+    let etag: String = row.try_get("etag")?;
     let replaced = Replaced {
         blob_id: row.try_get("blob_id")?,
         size: size.max(0) as u64,
+        etag: etag.clone(),
     };
-    Ok(Some((replaced, row.try_get("etag")?)))
+    Ok(Some((replaced, etag)))
 }
 
 /// The kinds of object event the outbox records.

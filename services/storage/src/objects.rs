@@ -19,6 +19,7 @@ use plinth_types::{ErrorBody, Scope};
 use crate::Storage;
 use crate::blobs::{WriteError, Written};
 use crate::buckets::project_of;
+use crate::conditions::{self, Read, WriteConditions};
 use crate::meta::{self, BucketRow, EventKind, NewObject, ObjectRow};
 use crate::names::{BucketName, ObjectKey};
 
@@ -241,11 +242,23 @@ pub async fn put_object(
     caller.authorize(Scope::StorageWrite, &key.resource(&bucket_name))?;
     let project_id = project_of(&caller)?;
     let upload = UploadHeaders::parse(&headers)?;
+    let conditions = WriteConditions::parse(&headers)?;
 
     let bucket = load_bucket(&storage, project_id, &bucket_name).await?;
     if !content_type_allowed(&bucket.bucket.allowed_content_types, &upload.content_type) {
         return Err(ApiError::ContentTypeNotAllowed(upload.content_type));
     }
+    // Checked before the body is read, to spare a doomed upload; checked again inside the
+    // writing transaction, where it counts.
+    let current = {
+        let mut conn = storage.shared.store().pool().acquire().await?;
+        match meta::get_object(&mut conn, &bucket, &key).await {
+            Ok(row) => Some(row.info.etag),
+            Err(ApiError::ObjectNotFound(_)) => None,
+            Err(err) => return Err(err),
+        }
+    };
+    conditions.check(current.as_deref())?;
     let limit = upload_limit(&storage, &bucket).await?;
     if upload.content_length.is_some_and(|length| length > limit) {
         return Err(ApiError::ObjectTooLarge { limit });
@@ -263,7 +276,7 @@ pub async fn put_object(
             WriteError::Io(err) => ApiError::internal(err),
         })?;
     let stored = match verify(&upload, &written) {
-        Ok(()) => commit_object(&storage, &bucket, &key, &upload, &written).await,
+        Ok(()) => commit_object(&storage, &bucket, &key, &upload, &conditions, &written).await,
         Err(err) => Err(err),
     };
     let info = match stored {
@@ -314,6 +327,7 @@ async fn commit_object(
     bucket: &BucketRow,
     key: &ObjectKey,
     upload: &UploadHeaders,
+    conditions: &WriteConditions,
     written: &Written,
 ) -> Result<ObjectInfo, ApiError> {
     let etag = format!("\"{}\"", hex(&written.md5));
@@ -333,6 +347,7 @@ async fn commit_object(
     let quotas = storage.shared.quotas();
     let mut tx = storage.shared.store().begin().await?;
     let replaced = meta::upsert_object(&mut tx, bucket, &object).await?;
+    conditions.check(replaced.as_ref().map(|old| old.etag.as_str()))?;
     let old_size = replaced.as_ref().map_or(0, |old| old.size);
     let grows = i64::try_from(written.size).unwrap_or(i64::MAX)
         - i64::try_from(old_size).unwrap_or(i64::MAX);
@@ -451,6 +466,18 @@ fn object_headers(info: &ObjectInfo) -> HeaderMap {
     headers
 }
 
+/// A 304 carries the validators and caching headers, and no body.
+fn not_modified(info: &ObjectInfo) -> Response {
+    let mut headers = HeaderMap::new();
+    let all = object_headers(info);
+    for name in [header::ETAG, header::LAST_MODIFIED, header::CACHE_CONTROL] {
+        if let Some(value) = all.get(&name) {
+            headers.insert(name, value.clone());
+        }
+    }
+    (StatusCode::NOT_MODIFIED, headers).into_response()
+}
+
 async fn find_object(
     storage: &Storage,
     caller: &Caller,
@@ -491,6 +518,9 @@ pub async fn get_object(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (bucket, mut object) = find_object(&storage, &caller, &bucket, &key).await?;
+    if conditions::check_read(&headers, &object.info)? == Read::NotModified {
+        return Ok(not_modified(&object.info));
+    }
     let size = object.info.size;
     let range = parse_range(headers.get(header::RANGE), size)?;
     let (start, len) = range.map_or((0, size), |r| (r.start, r.end - r.start + 1));
@@ -554,8 +584,12 @@ pub async fn head_object(
     State(storage): State<Storage>,
     caller: Caller,
     ObjectPath { bucket, key }: ObjectPath,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (_, object) = find_object(&storage, &caller, &bucket, &key).await?;
+    if conditions::check_read(&headers, &object.info)? == Read::NotModified {
+        return Ok(not_modified(&object.info));
+    }
     let mut headers = object_headers(&object.info);
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(object.info.size));
     Ok((StatusCode::OK, headers).into_response())

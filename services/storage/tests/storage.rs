@@ -793,7 +793,115 @@ async fn listings_page_by_key_with_common_prefixes(backend: TestBackend) {
     assert_eq!(code(forged).await.1, "invalid_cursor");
 }
 
+async fn conditional_requests_behave_as_in_s3(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let (project, key) = server.tenant("alpha", Quotas::default()).await;
+    server.create_bucket(&key, json!({"name": "files"})).await;
+    let url = server.url("/buckets/files/objects/doc");
+    let put = |body: &'static str, condition: Option<(&'static str, String)>| {
+        let mut request = server.http.put(&url).bearer_auth(&key).body(body);
+        if let Some((name, value)) = condition {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+
+    // Create-only: the first wins, the second gets 412, even when they race.
+    let racing =
+        futures::future::join_all((0..8).map(|_| put("v1", Some(("if-none-match", "*".into())))))
+            .await;
+    let created = racing
+        .iter()
+        .filter(|r| r.as_ref().unwrap().status() == 200)
+        .count();
+    assert_eq!(created, 1, "exactly one create-only PUT succeeds");
+    for response in racing
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|r| r.status() != 200)
+    {
+        assert_eq!(
+            code(response).await,
+            (
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed".into()
+            )
+        );
+    }
+    let v1: Value = server.get(&key, "files", "doc").await.headers()["etag"]
+        .to_str()
+        .map(|e| json!(e))
+        .unwrap();
+    let v1 = v1.as_str().unwrap().to_owned();
+
+    let stale = put("v2", Some(("if-match", "\"0000\"".into())))
+        .await
+        .unwrap();
+    assert_eq!(code(stale).await.1, "precondition_failed");
+    assert_eq!(
+        put("v2", Some(("if-match", v1.clone())))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        server.get(&key, "files", "doc").await.text().await.unwrap(),
+        "v2"
+    );
+
+    let get = |name: &'static str, value: String| {
+        server
+            .http
+            .get(&url)
+            .bearer_auth(&key)
+            .header(name, value)
+            .send()
+    };
+    let current = server.get(&key, "files", "doc").await;
+    let etag = current.headers()["etag"].to_str().unwrap().to_owned();
+    let modified = current.headers()["last-modified"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let not_modified = get("if-none-match", etag.clone()).await.unwrap();
+    assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(not_modified.headers()["etag"], etag.as_str());
+    assert!(not_modified.bytes().await.unwrap().is_empty());
+    assert_eq!(
+        get("if-none-match", v1.clone()).await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        get("if-modified-since", modified.clone())
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_MODIFIED
+    );
+    assert_eq!(
+        get("if-modified-since", "Thu, 01 Jan 1970 00:00:00 GMT".into())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        code(get("if-match", v1).await.unwrap()).await.1,
+        "precondition_failed"
+    );
+    let long_ago = "Thu, 01 Jan 1970 00:00:00 GMT".to_owned();
+    assert_eq!(
+        code(get("if-unmodified-since", long_ago).await.unwrap())
+            .await
+            .1,
+        "precondition_failed"
+    );
+    assert_eq!(server.gauges(&project).await, (1, 2));
+}
+
 backend_tests!(
+    conditional_requests_behave_as_in_s3,
     listings_page_by_key_with_common_prefixes,
     buckets_are_managed_per_project,
     objects_round_trip_with_headers_ranges_and_quotas,

@@ -14,7 +14,7 @@ CREATE TABLE buckets (
     UNIQUE (project_id, name)
 );
 
--- `prev_blob_id` and `prev_size` hold what an upsert replaced, so the writer's transaction
+-- `prev_blob_id`, `prev_size` and `prev_etag` hold what an upsert replaced, so the writer's transaction
 -- learns it from RETURNING (portable to both engines) and can settle quotas and delete
 -- the old blob after commit.
 CREATE TABLE objects (
@@ -32,6 +32,7 @@ CREATE TABLE objects (
     updated_at           BIGINT NOT NULL,
     prev_blob_id         TEXT,
     prev_size            BIGINT,
+    prev_etag            TEXT,
     PRIMARY KEY (bucket_id, key)
 );
 
