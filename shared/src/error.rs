@@ -50,6 +50,10 @@ pub enum ApiError {
     BucketNotEmpty(String),
     #[error("the object is larger than the {limit}-byte limit")]
     ObjectTooLarge { limit: u64 },
+    #[error("the signed URL is not valid: {0}")]
+    SignedUrlInvalid(&'static str),
+    #[error("the signed URL has expired")]
+    SignedUrlExpired,
     #[error("the condition in `{0}` does not hold")]
     PreconditionFailed(&'static str),
     #[error("the bucket does not accept content type `{0}`")]
@@ -130,6 +134,8 @@ impl ApiError {
             ApiError::BucketNotEmpty(_) => ErrorCode::BucketNotEmpty,
             ApiError::ObjectTooLarge { .. } => ErrorCode::ObjectTooLarge,
             ApiError::PreconditionFailed(_) => ErrorCode::PreconditionFailed,
+            ApiError::SignedUrlInvalid(_) => ErrorCode::SignedUrlInvalid,
+            ApiError::SignedUrlExpired => ErrorCode::SignedUrlExpired,
             ApiError::ContentTypeNotAllowed(_) => ErrorCode::ContentTypeNotAllowed,
             ApiError::RangeNotSatisfiable { .. } => ErrorCode::RangeNotSatisfiable,
             ApiError::MissingCredentials => ErrorCode::MissingCredentials,

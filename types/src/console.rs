@@ -259,6 +259,22 @@ pub struct TokenClaims {
     pub iat: i64,
     /// A unique id of the token.
     pub jti: String,
+    /// Limits on what the token may upload (signed upload URLs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadLimits>,
+}
+
+/// Limits a signed upload URL puts on the object it stores.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UploadLimits {
+    /// The only content type the upload may have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// The largest body the upload may send, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u64>,
 }
 
 /// A public signing key in a JSON Web Key Set (RFC 7517, OKP keys of RFC 8037).

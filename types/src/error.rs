@@ -96,6 +96,10 @@ error_codes! {
     ResourceNotAllowed = ("resource_not_allowed", 403),
     /// A down-scoped token asked for more than the credential it came from.
     ScopeEscalation = ("scope_escalation", 403),
+    /// A signed URL was altered, or used for another object or method.
+    SignedUrlInvalid = ("signed_url_invalid", 403),
+    /// A signed URL has expired.
+    SignedUrlExpired = ("signed_url_expired", 403),
     /// The write would take the project over one of its quotas.
     QuotaExceeded = ("quota_exceeded", 403),
     /// No such project (or it belongs to someone else).

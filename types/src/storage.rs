@@ -86,6 +86,51 @@ pub struct ObjectInfo {
     pub last_modified: OffsetDateTime,
 }
 
+/// The method a signed URL allows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "UPPERCASE")]
+pub enum SignedMethod {
+    /// Download the object (HEAD too).
+    Get,
+    /// Upload the object.
+    Put,
+}
+
+/// Body of `POST /storage/v1/buckets/{bucket}/signed-urls`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SignUrl {
+    /// The object key the URL is for.
+    pub key: String,
+    /// `GET` or `PUT`.
+    pub method: SignedMethod,
+    /// Lifetime in seconds (default 900), at most the server's longest token lifetime and
+    /// never past the signing credential's own expiry.
+    #[serde(default)]
+    pub expires_in: Option<u64>,
+    /// For `PUT`: the only content type the upload may have.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// For `PUT`: the largest body the upload may send, in bytes.
+    #[serde(default)]
+    pub max_size: Option<u64>,
+}
+
+/// A signed URL: it works without any `Authorization` header until it expires.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SignedUrl {
+    /// The path and query to request on the server (`/storage/v1/signed/...?token=...`).
+    pub url: String,
+    /// The method it allows.
+    pub method: SignedMethod,
+    /// When it stops working.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
 /// Query of `GET /storage/v1/buckets/{bucket}/objects`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]

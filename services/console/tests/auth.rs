@@ -65,6 +65,7 @@ impl Fixture {
             nbf: now,
             iat: now,
             jti: "tok_test".into(),
+            upload: None,
         }
     }
 

@@ -9,7 +9,7 @@
 //! gauges move in that same transaction, and so does the outbox event.
 //!
 //! Not yet here, all part of issue #3: copy, multipart
-//! uploads, signed URLs, public reads, the S3 backend, orphan collection and group commit.
+//! uploads, the S3 backend, orphan collection and group commit.
 
 pub mod blobs;
 pub mod buckets;
@@ -18,6 +18,7 @@ pub mod list;
 pub mod meta;
 pub mod names;
 pub mod objects;
+pub mod signed;
 
 use axum::extract::{DefaultBodyLimit, FromRef};
 use plinth_shared::Shared;
@@ -80,6 +81,19 @@ fn object_routes() -> axum::routing::MethodRouter<Storage> {
         .layer(DefaultBodyLimit::disable())
 }
 
+/// Signed URLs: the credential is the `token` query parameter.
+fn signed_routes() -> axum::routing::MethodRouter<Storage> {
+    axum::routing::put(signed::signed_put)
+        .get(signed::signed_get)
+        .head(signed::signed_head)
+        .layer(DefaultBodyLimit::disable())
+}
+
+/// Public buckets: no credential at all.
+fn public_routes() -> axum::routing::MethodRouter<Storage> {
+    axum::routing::get(signed::public_get).head(signed::public_head)
+}
+
 /// Builds the storage routes (and their OpenAPI paths).
 pub fn router(storage: Storage) -> OpenApiRouter {
     let v1 = OpenApiRouter::new()
@@ -90,7 +104,10 @@ pub fn router(storage: Storage) -> OpenApiRouter {
             buckets::delete_bucket
         ))
         .routes(routes!(list::list_objects))
-        .route("/buckets/{bucket}/objects/{*key}", object_routes());
+        .routes(routes!(signed::create_signed_url))
+        .route("/buckets/{bucket}/objects/{*key}", object_routes())
+        .route("/signed/{bucket}/{*key}", signed_routes())
+        .route("/public/{project}/{bucket}/{*key}", public_routes());
     OpenApiRouter::with_openapi(StorageDoc::openapi())
         .nest("/storage/v1", v1)
         .with_state(storage)

@@ -13,6 +13,7 @@ use plinth_shared::auth::Caller;
 use plinth_shared::extract::Json;
 use plinth_shared::quota::Gauge;
 use plinth_shared::{ApiError, projects};
+use plinth_types::console::UploadLimits;
 use plinth_types::storage::ObjectInfo;
 use plinth_types::{ErrorBody, Scope};
 
@@ -20,7 +21,7 @@ use crate::Storage;
 use crate::blobs::{WriteError, Written};
 use crate::buckets::project_of;
 use crate::conditions::{self, Read, WriteConditions};
-use crate::meta::{self, BucketRow, EventKind, NewObject, ObjectRow};
+use crate::meta::{self, BucketRow, EventKind, NewObject};
 use crate::names::{BucketName, ObjectKey};
 
 /// Prefix of user-metadata headers.
@@ -56,6 +57,20 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ObjectPath {
                     )
                 })?;
         Ok(ObjectPath { bucket, key })
+    }
+}
+
+impl ObjectPath {
+    /// Validates both parts.
+    ///
+    /// # Errors
+    ///
+    /// Returns `invalid_bucket_name` or `invalid_object_key`.
+    pub fn parse(&self) -> Result<(BucketName, ObjectKey), ApiError> {
+        Ok((
+            BucketName::parse(&self.bucket)?,
+            ObjectKey::parse(&self.key)?,
+        ))
     }
 }
 
@@ -241,25 +256,56 @@ pub async fn put_object(
     let key = ObjectKey::parse(&key)?;
     caller.authorize(Scope::StorageWrite, &key.resource(&bucket_name))?;
     let project_id = project_of(&caller)?;
-    let upload = UploadHeaders::parse(&headers)?;
-    let conditions = WriteConditions::parse(&headers)?;
+    store(
+        &storage,
+        project_id,
+        &bucket_name,
+        &key,
+        &headers,
+        body,
+        None,
+    )
+    .await
+}
 
-    let bucket = load_bucket(&storage, project_id, &bucket_name).await?;
+/// Stores an object for a caller already authorised to write it; `signed` carries the
+/// limits of a signed upload URL.
+pub(crate) async fn store(
+    storage: &Storage,
+    project_id: &str,
+    bucket_name: &BucketName,
+    key: &ObjectKey,
+    headers: &HeaderMap,
+    body: Body,
+    signed: Option<&UploadLimits>,
+) -> Result<Response, ApiError> {
+    let upload = UploadHeaders::parse(headers)?;
+    let conditions = WriteConditions::parse(headers)?;
+
+    let bucket = load_bucket(storage, project_id, bucket_name).await?;
     if !content_type_allowed(&bucket.bucket.allowed_content_types, &upload.content_type) {
+        return Err(ApiError::ContentTypeNotAllowed(upload.content_type));
+    }
+    if let Some(wanted) = signed.and_then(|limits| limits.content_type.as_deref())
+        && !wanted.eq_ignore_ascii_case(&upload.content_type)
+    {
         return Err(ApiError::ContentTypeNotAllowed(upload.content_type));
     }
     // Checked before the body is read, to spare a doomed upload; checked again inside the
     // writing transaction, where it counts.
     let current = {
         let mut conn = storage.shared.store().pool().acquire().await?;
-        match meta::get_object(&mut conn, &bucket, &key).await {
+        match meta::get_object(&mut conn, &bucket, key).await {
             Ok(row) => Some(row.info.etag),
             Err(ApiError::ObjectNotFound(_)) => None,
             Err(err) => return Err(err),
         }
     };
     conditions.check(current.as_deref())?;
-    let limit = upload_limit(&storage, &bucket).await?;
+    let mut limit = upload_limit(storage, &bucket).await?;
+    if let Some(max_size) = signed.and_then(|limits| limits.max_size) {
+        limit = limit.min(max_size);
+    }
     if upload.content_length.is_some_and(|length| length > limit) {
         return Err(ApiError::ObjectTooLarge { limit });
     }
@@ -276,7 +322,7 @@ pub async fn put_object(
             WriteError::Io(err) => ApiError::internal(err),
         })?;
     let stored = match verify(&upload, &written) {
-        Ok(()) => commit_object(&storage, &bucket, &key, &upload, &conditions, &written).await,
+        Ok(()) => commit_object(storage, &bucket, key, &upload, &conditions, &written).await,
         Err(err) => Err(err),
     };
     let info = match stored {
@@ -478,23 +524,6 @@ fn not_modified(info: &ObjectInfo) -> Response {
     (StatusCode::NOT_MODIFIED, headers).into_response()
 }
 
-async fn find_object(
-    storage: &Storage,
-    caller: &Caller,
-    bucket: &str,
-    key: &str,
-) -> Result<(BucketRow, ObjectRow), ApiError> {
-    let bucket_name = BucketName::parse(bucket)?;
-    let key = ObjectKey::parse(key)?;
-    caller.authorize(Scope::StorageRead, &key.resource(&bucket_name))?;
-    let project_id = project_of(caller)?;
-
-    let mut conn = storage.shared.store().pool().acquire().await?;
-    let bucket = meta::get_bucket(&mut conn, project_id, &bucket_name).await?;
-    let object = meta::get_object(&mut conn, &bucket, &key).await?;
-    Ok((bucket, object))
-}
-
 /// Reads an object, or one byte range of it (`Range: bytes=...`, answered with 206).
 #[utoipa::path(
     get,
@@ -517,9 +546,60 @@ pub async fn get_object(
     ObjectPath { bucket, key }: ObjectPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (bucket, mut object) = find_object(&storage, &caller, &bucket, &key).await?;
-    if conditions::check_read(&headers, &object.info)? == Read::NotModified {
+    let bucket_name = BucketName::parse(&bucket)?;
+    let key = ObjectKey::parse(&key)?;
+    caller.authorize(Scope::StorageRead, &key.resource(&bucket_name))?;
+    let project_id = project_of(&caller)?;
+    serve(
+        &storage,
+        project_id,
+        &bucket_name,
+        &key,
+        &headers,
+        Serve::Bytes,
+    )
+    .await
+}
+
+/// What [`serve`] answers with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Serve {
+    /// The bytes (GET).
+    Bytes,
+    /// The headers only (HEAD).
+    Headers,
+    /// The bytes, and only if the bucket is public (GET without credentials).
+    PublicBytes,
+    /// The headers, and only if the bucket is public.
+    PublicHeaders,
+}
+
+/// Serves an object to a reader already authorised for it (or to anyone, for the public
+/// variants, which answer like a missing bucket when the bucket is not public).
+pub(crate) async fn serve(
+    storage: &Storage,
+    project_id: &str,
+    bucket_name: &BucketName,
+    key: &ObjectKey,
+    headers: &HeaderMap,
+    what: Serve,
+) -> Result<Response, ApiError> {
+    let (bucket, mut object) = {
+        let mut conn = storage.shared.store().pool().acquire().await?;
+        let bucket = meta::get_bucket(&mut conn, project_id, bucket_name).await?;
+        if matches!(what, Serve::PublicBytes | Serve::PublicHeaders) && !bucket.bucket.public_read {
+            return Err(ApiError::BucketNotFound(bucket_name.as_str().to_owned()));
+        }
+        let object = meta::get_object(&mut conn, &bucket, key).await?;
+        (bucket, object)
+    };
+    if conditions::check_read(headers, &object.info)? == Read::NotModified {
         return Ok(not_modified(&object.info));
+    }
+    if matches!(what, Serve::Headers | Serve::PublicHeaders) {
+        let mut headers = object_headers(&object.info);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(object.info.size));
+        return Ok((StatusCode::OK, headers).into_response());
     }
     let size = object.info.size;
     let range = parse_range(headers.get(header::RANGE), size)?;
@@ -586,13 +666,19 @@ pub async fn head_object(
     ObjectPath { bucket, key }: ObjectPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (_, object) = find_object(&storage, &caller, &bucket, &key).await?;
-    if conditions::check_read(&headers, &object.info)? == Read::NotModified {
-        return Ok(not_modified(&object.info));
-    }
-    let mut headers = object_headers(&object.info);
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(object.info.size));
-    Ok((StatusCode::OK, headers).into_response())
+    let bucket_name = BucketName::parse(&bucket)?;
+    let key = ObjectKey::parse(&key)?;
+    caller.authorize(Scope::StorageRead, &key.resource(&bucket_name))?;
+    let project_id = project_of(&caller)?;
+    serve(
+        &storage,
+        project_id,
+        &bucket_name,
+        &key,
+        &headers,
+        Serve::Headers,
+    )
+    .await
 }
 
 /// Deletes an object. As in S3, deleting a key that does not exist succeeds.

@@ -6,7 +6,7 @@ use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use plinth_types::Scope;
-use plinth_types::console::RateLimit;
+use plinth_types::console::{RateLimit, UploadLimits};
 
 use super::pattern::{self, ResourcePattern};
 use crate::error::ApiError;
@@ -46,6 +46,8 @@ pub struct Credential {
     pub expires_at_ms: Option<i64>,
     /// The request rate allowed to the credential's key, if limited.
     pub rate_limit: Option<RateLimit>,
+    /// Limits on uploads, for the token of a signed upload URL.
+    pub upload: Option<UploadLimits>,
 }
 
 /// The authenticated caller of a request: a shared, read-only [`Credential`].
@@ -79,6 +81,7 @@ impl Caller {
             resources: Vec::new(),
             expires_at_ms: None,
             rate_limit: None,
+            upload: None,
         })
     }
 

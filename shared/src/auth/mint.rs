@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use plinth_types::console::{AccessToken, TokenClaims, TokenRequest};
+use plinth_types::console::{AccessToken, TokenClaims, TokenRequest, UploadLimits};
 
 use super::pattern::ResourcePattern;
 use super::{Authenticator, Caller, Principal};
@@ -22,6 +22,21 @@ impl Authenticator {
     /// `invalid_expiry` for malformed requests, and `invalid_parameter` for the admin token,
     /// which belongs to no project.
     pub fn mint(&self, caller: &Caller, request: &TokenRequest) -> Result<AccessToken, ApiError> {
+        self.mint_with(caller, request, None)
+    }
+
+    /// Mints like [`Authenticator::mint`], with limits on what the token may upload (the
+    /// token of a signed upload URL). A token that already carries limits keeps them.
+    ///
+    /// # Errors
+    ///
+    /// As [`Authenticator::mint`].
+    pub fn mint_with(
+        &self,
+        caller: &Caller,
+        request: &TokenRequest,
+        upload: Option<UploadLimits>,
+    ) -> Result<AccessToken, ApiError> {
         let (project_id, key_id, from_token) = match &caller.principal {
             Principal::Admin => {
                 return Err(ApiError::InvalidParameter(
@@ -110,6 +125,7 @@ impl Authenticator {
             nbf: now / 1000,
             iat: now / 1000,
             jti: new_id("tok"),
+            upload: caller.upload.clone().or(upload),
         };
         let token = self.keyring.sign(&claims).map_err(ApiError::internal)?;
         Ok(AccessToken {

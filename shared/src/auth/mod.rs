@@ -280,6 +280,7 @@ impl Authenticator {
             resources: record.resources.clone(),
             expires_at_ms: record.expires_at,
             rate_limit: self.effective_rate_limit(record),
+            upload: None,
         });
         Ok((caller, Some(fetched.at)))
     }
@@ -322,6 +323,7 @@ impl Authenticator {
             resources,
             expires_at_ms: Some(claims.exp * 1000),
             rate_limit: self.effective_rate_limit(record),
+            upload: claims.upload.clone(),
         });
         Ok((caller, Some(fetched.at)))
     }
