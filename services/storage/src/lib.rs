@@ -3,7 +3,7 @@
 //! - [`names`]: bucket names and object keys, validated once.
 //! - [`blobs`]: the embedded blob store (files named by the server, synced before commit).
 //! - [`meta`]: the bucket and object rows and the event outbox, in the metadata store.
-//! - [`buckets`], [`objects`], [`list`]: the HTTP routes.
+//! - [`buckets`], [`objects`], [`put`], [`get`], [`list`], [`signed`]: the HTTP routes.
 //!
 //! An object becomes visible when its row commits, after its blob is durable; the quota
 //! gauges move in that same transaction, and so does the outbox event.
@@ -14,10 +14,12 @@
 pub mod blobs;
 pub mod buckets;
 mod conditions;
+pub mod get;
 pub mod list;
 pub mod meta;
 pub mod names;
 pub mod objects;
+pub mod put;
 pub mod signed;
 
 use axum::extract::{DefaultBodyLimit, FromRef};
@@ -67,16 +69,16 @@ impl Storage {
 #[derive(OpenApi)]
 #[openapi(
     tags((name = "storage", description = "Buckets and objects")),
-    paths(objects::put_object, objects::get_object, objects::head_object, objects::delete_object)
+    paths(put::put_object, get::get_object, get::head_object, objects::delete_object)
 )]
 struct StorageDoc;
 
 /// The object routes. Their bodies are streamed under the limit each upload computes, not
 /// the JSON body limit.
 fn object_routes() -> axum::routing::MethodRouter<Storage> {
-    axum::routing::put(objects::put_object)
-        .get(objects::get_object)
-        .head(objects::head_object)
+    axum::routing::put(put::put_object)
+        .get(get::get_object)
+        .head(get::head_object)
         .delete(objects::delete_object)
         .layer(DefaultBodyLimit::disable())
 }

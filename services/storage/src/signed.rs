@@ -18,8 +18,10 @@ use plinth_types::{ErrorBody, Scope};
 use serde::Deserialize;
 
 use crate::buckets::project_of;
+use crate::get::{self, Serve};
 use crate::names::{BucketName, ObjectKey};
-use crate::objects::{self, ObjectPath, Serve};
+use crate::objects::ObjectPath;
+use crate::put;
 use crate::{Storage, meta};
 
 /// Lifetime of a signed URL that names none.
@@ -167,7 +169,7 @@ async fn signed_read(
         Scope::StorageRead,
     )
     .await?;
-    objects::serve(storage, project_of(&caller)?, &bucket, &key, headers, what).await
+    get::serve(storage, project_of(&caller)?, &bucket, &key, headers, what).await
 }
 
 /// GET through a signed URL.
@@ -208,7 +210,7 @@ pub async fn signed_put(
     .await?;
     let project_id = project_of(&caller)?;
     let limits = caller.upload.clone().unwrap_or_default();
-    objects::store(
+    put::store(
         &storage,
         project_id,
         &bucket,
@@ -236,7 +238,7 @@ async fn public_read(
 ) -> Result<Response, ApiError> {
     let bucket = BucketName::parse(&path.bucket)?;
     let key = ObjectKey::parse(&path.key)?;
-    objects::serve(storage, &path.project, &bucket, &key, headers, what).await
+    get::serve(storage, &path.project, &bucket, &key, headers, what).await
 }
 
 /// GET of an object in a public bucket, without credentials.
