@@ -159,6 +159,34 @@ impl FileBlobs {
         }
     }
 
+    /// Makes a new blob with the bytes of `source`: a hard link where the file system allows
+    /// (blobs are never modified, so sharing the inode is safe), a synced copy otherwise.
+    ///
+    /// # Errors
+    ///
+    /// Returns the I/O error, `NotFound` when the source is gone.
+    pub async fn copy(&self, source: &str) -> io::Result<String> {
+        let blob_id = new_id("blob");
+        let from = self.path_of(source);
+        let to = self.path_of(&blob_id);
+        let dir = to.parent().unwrap_or(&self.root).to_owned();
+        fs::create_dir_all(&dir).await?;
+        if fs::hard_link(&from, &to).await.is_err() {
+            let temp = self.root.join("tmp").join(format!("{blob_id}.part"));
+            let copied = async {
+                fs::copy(&from, &temp).await?;
+                File::open(&temp).await?.sync_all().await?;
+                fs::rename(&temp, &to).await
+            };
+            if let Err(err) = copied.await {
+                let _ = fs::remove_file(&temp).await;
+                return Err(err);
+            }
+        }
+        sync_dir(&dir).await?;
+        Ok(blob_id)
+    }
+
     /// Returns whether a blob exists, for tests and repair.
     pub async fn exists(&self, blob_id: &str) -> bool {
         fs::metadata(self.path_of(blob_id)).await.is_ok()

@@ -31,6 +31,9 @@ pub(crate) const META_PREFIX: &str = "x-plinth-meta-";
 /// Header carrying an optional hex or base64 SHA-256 of the body.
 const SHA256_HEADER: &str = "x-plinth-checksum-sha256";
 
+/// Header naming the object a PUT copies (`bucket/key`), server-side, instead of a body.
+const COPY_SOURCE_HEADER: &str = "x-plinth-copy-source";
+
 /// Most bytes of user metadata (names and values) per object, as in S3.
 const MAX_METADATA_BYTES: usize = 2048;
 
@@ -193,6 +196,18 @@ pub async fn put_object(
     let (bucket_name, key) = path.parse()?;
     caller.authorize(Scope::StorageWrite, &key.resource(&bucket_name))?;
     let project_id = project_of(&caller)?;
+    if let Some(source) = header_text(&headers, COPY_SOURCE_HEADER)? {
+        let (source_bucket, source_key) = parse_copy_source(&source)?;
+        caller.authorize(Scope::StorageRead, &source_key.resource(&source_bucket))?;
+        return copy(
+            &storage,
+            project_id,
+            (&source_bucket, &source_key),
+            (&bucket_name, &key),
+            &headers,
+        )
+        .await;
+    }
     store(
         &storage,
         project_id,
@@ -305,6 +320,98 @@ fn verify(upload: &UploadHeaders, written: &Written) -> Result<(), ApiError> {
 
 /// Makes a written blob the object's current version: row, quotas and outbox event in one
 /// transaction; the replaced version's blob is removed once that has committed.
+fn parse_copy_source(source: &str) -> Result<(BucketName, ObjectKey), ApiError> {
+    let (bucket, key) = source
+        .trim_start_matches('/')
+        .split_once('/')
+        .ok_or_else(|| ApiError::InvalidHeader {
+            name: COPY_SOURCE_HEADER,
+            reason: "must be `bucket/key`".into(),
+        })?;
+    Ok((BucketName::parse(bucket)?, ObjectKey::parse(key)?))
+}
+
+fn digest_from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let text = text.trim_matches('"');
+    if text.len() != N * 2 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..N)
+        .map(|i| u8::from_str_radix(&text[i * 2..i * 2 + 2], 16).ok())
+        .collect();
+    bytes?.try_into().ok()
+}
+
+/// Copies an object within the project, server-side: the new version shares the source's
+/// bytes, content headers and metadata (S3's `COPY` directive), and is subject to the
+/// destination bucket's limits, the PUT's conditions and the project's quotas.
+async fn copy(
+    storage: &Storage,
+    project_id: &str,
+    (source_bucket, source_key): (&BucketName, &ObjectKey),
+    (bucket_name, key): (&BucketName, &ObjectKey),
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let conditions = WriteConditions::parse(headers)?;
+    let (source, bucket, current) = {
+        let mut conn = storage.shared.store().pool().acquire().await?;
+        let source_row = meta::get_bucket(&mut conn, project_id, source_bucket).await?;
+        let source = meta::get_object(&mut conn, &source_row, source_key).await?;
+        let bucket = meta::get_bucket(&mut conn, project_id, bucket_name).await?;
+        let current = match meta::get_object(&mut conn, &bucket, key).await {
+            Ok(row) => Some(row.info.etag),
+            Err(ApiError::ObjectNotFound(_)) => None,
+            Err(err) => return Err(err),
+        };
+        (source, bucket, current)
+    };
+    conditions.check(current.as_deref())?;
+    let info = &source.info;
+    if !content_type_allowed(&bucket.bucket.allowed_content_types, &info.content_type) {
+        return Err(ApiError::ContentTypeNotAllowed(info.content_type.clone()));
+    }
+    let limit = upload_limit(storage, &bucket).await?;
+    if info.size > limit {
+        return Err(ApiError::ObjectTooLarge { limit });
+    }
+
+    let blob_id = storage
+        .blobs
+        .copy(&source.blob_id)
+        .await
+        .map_err(ApiError::internal)?;
+    let written = Written {
+        blob_id,
+        size: info.size,
+        md5: digest_from_hex(&info.etag).unwrap_or_default(),
+        sha256: digest_from_hex(&info.sha256).unwrap_or([0; 32]),
+    };
+    let upload = UploadHeaders {
+        content_type: info.content_type.clone(),
+        cache_control: info.cache_control.clone(),
+        content_disposition: info.content_disposition.clone(),
+        metadata: info.metadata.clone(),
+        content_length: None,
+        md5: None,
+        sha256: None,
+    };
+    let stored = commit_object(storage, &bucket, key, &upload, &conditions, &written).await;
+    let info = match stored {
+        Ok(info) => info,
+        Err(err) => {
+            if let Err(io) = storage.blobs.delete(&written.blob_id).await {
+                tracing::warn!(blob_id = %written.blob_id, error = %io, "refused copy's blob not removed");
+            }
+            return Err(err);
+        }
+    };
+    let mut response = Json(&info).into_response();
+    if let Ok(etag) = HeaderValue::from_str(&info.etag) {
+        response.headers_mut().insert(header::ETAG, etag);
+    }
+    Ok(response)
+}
+
 async fn commit_object(
     storage: &Storage,
     bucket: &BucketRow,

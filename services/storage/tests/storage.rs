@@ -1100,7 +1100,78 @@ async fn public_buckets_serve_reads_without_credentials(backend: TestBackend) {
     }
 }
 
+async fn copies_are_server_side_and_stay_in_the_project(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let (project, key) = server.tenant("alpha", Quotas::default()).await;
+    let (_, stranger) = server.tenant("beta", Quotas::default()).await;
+    server.create_bucket(&key, json!({"name": "src"})).await;
+    server.create_bucket(&key, json!({"name": "dst"})).await;
+    server
+        .create_bucket(&stranger, json!({"name": "dst"}))
+        .await;
+    let original = server
+        .http
+        .put(server.url("/buckets/src/objects/a.txt"))
+        .bearer_auth(&key)
+        .header("content-type", "text/plain")
+        .header("x-plinth-meta-owner", "42")
+        .body("copy me")
+        .send()
+        .await
+        .unwrap();
+    let etag = original.headers()["etag"].to_str().unwrap().to_owned();
+
+    let copy = |credential: &str, source: &str| {
+        server
+            .http
+            .put(server.url("/buckets/dst/objects/b.txt"))
+            .bearer_auth(credential)
+            .header("x-plinth-copy-source", source)
+            .send()
+    };
+    let copied = copy(&key, "src/a.txt").await.unwrap();
+    assert_eq!(copied.status(), 200);
+    assert_eq!(copied.headers()["etag"], etag.as_str());
+    let got = server.get(&key, "dst", "b.txt").await;
+    assert_eq!(got.headers()["x-plinth-meta-owner"], "42");
+    assert_eq!(got.headers()["content-type"], "text/plain");
+    assert_eq!(got.text().await.unwrap(), "copy me");
+    assert_eq!(server.gauges(&project).await, (2, 14));
+
+    // The copy does not depend on its source.
+    server
+        .http
+        .delete(server.url("/buckets/src/objects/a.txt"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        server.get(&key, "dst", "b.txt").await.text().await.unwrap(),
+        "copy me"
+    );
+
+    assert_eq!(
+        code(copy(&key, "src/a.txt").await.unwrap()).await.1,
+        "object_not_found"
+    );
+    assert_eq!(
+        code(copy(&key, "no-slash").await.unwrap()).await.1,
+        "invalid_header"
+    );
+    // Another project cannot name this project's objects as a source.
+    assert_eq!(
+        code(copy(&stranger, "dst/b.txt").await.unwrap()).await.1,
+        "object_not_found"
+    );
+    assert_eq!(
+        code(copy(&stranger, "src/a.txt").await.unwrap()).await.1,
+        "bucket_not_found"
+    );
+}
+
 backend_tests!(
+    copies_are_server_side_and_stay_in_the_project,
     signed_urls_work_without_credentials_and_only_as_signed,
     public_buckets_serve_reads_without_credentials,
     conditional_requests_behave_as_in_s3,
