@@ -74,6 +74,13 @@ pub struct Config {
     /// Largest object accepted when no quota or bucket setting is lower, in bytes
     /// (`PLINTH_STORAGE_MAX_OBJECT_BYTES`).
     pub storage_max_object_bytes: u64,
+    /// How long a multipart upload may stay incomplete before it and its parts are deleted
+    /// (`PLINTH_STORAGE_UPLOAD_EXPIRY`).
+    #[serde(with = "humantime_serde")]
+    pub storage_upload_expiry: Duration,
+    /// Smallest part of a multipart upload other than the last, in bytes
+    /// (`PLINTH_STORAGE_MIN_PART_BYTES`); S3's 5 MiB by default.
+    pub storage_min_part_bytes: u64,
     /// The operator's admin token (`PLINTH_ADMIN_TOKEN`); generated on first start if neither
     /// it nor `admin_token_file` is set.
     pub admin_token: Option<Secret>,
@@ -127,6 +134,8 @@ impl Default for Config {
             database_max_connections: 16,
             storage_url: None,
             storage_max_object_bytes: 5 * 1024 * 1024 * 1024 * 1024,
+            storage_upload_expiry: Duration::from_secs(24 * 60 * 60),
+            storage_min_part_bytes: 5 * 1024 * 1024,
             admin_token: None,
             admin_token_file: None,
             master_key: None,

@@ -50,6 +50,10 @@ pub enum ApiError {
     BucketNotEmpty(String),
     #[error("the object is larger than the {limit}-byte limit")]
     ObjectTooLarge { limit: u64 },
+    #[error("upload `{0}` not found")]
+    UploadNotFound(String),
+    #[error("{0}")]
+    InvalidPart(String),
     #[error("the signed URL is not valid: {0}")]
     SignedUrlInvalid(&'static str),
     #[error("the signed URL has expired")]
@@ -134,6 +138,8 @@ impl ApiError {
             ApiError::BucketNotEmpty(_) => ErrorCode::BucketNotEmpty,
             ApiError::ObjectTooLarge { .. } => ErrorCode::ObjectTooLarge,
             ApiError::PreconditionFailed(_) => ErrorCode::PreconditionFailed,
+            ApiError::UploadNotFound(_) => ErrorCode::UploadNotFound,
+            ApiError::InvalidPart(_) => ErrorCode::InvalidPart,
             ApiError::SignedUrlInvalid(_) => ErrorCode::SignedUrlInvalid,
             ApiError::SignedUrlExpired => ErrorCode::SignedUrlExpired,
             ApiError::ContentTypeNotAllowed(_) => ErrorCode::ContentTypeNotAllowed,

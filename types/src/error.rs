@@ -96,6 +96,11 @@ error_codes! {
     ResourceNotAllowed = ("resource_not_allowed", 403),
     /// A down-scoped token asked for more than the credential it came from.
     ScopeEscalation = ("scope_escalation", 403),
+    /// No such multipart upload in the bucket (or it expired).
+    UploadNotFound = ("upload_not_found", 404),
+    /// A completion names a part that was not uploaded, or with another ETag, or out of
+    /// order, or a part other than the last is below the minimum size.
+    InvalidPart = ("invalid_part", 400),
     /// A signed URL was altered, or used for another object or method.
     SignedUrlInvalid = ("signed_url_invalid", 403),
     /// A signed URL has expired.

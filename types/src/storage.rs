@@ -159,3 +159,69 @@ pub struct ObjectListing {
     /// The cursor of the next page, if there is one.
     pub next_cursor: Option<String>,
 }
+
+/// Body of `POST /storage/v1/buckets/{bucket}/uploads`: starts a multipart upload.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateUpload {
+    /// The key the object will have.
+    pub key: String,
+    /// Its content type (default `application/octet-stream`).
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// Its `Cache-Control`.
+    #[serde(default)]
+    pub cache_control: Option<String>,
+    /// Its `Content-Disposition`.
+    #[serde(default)]
+    pub content_disposition: Option<String>,
+    /// Its user metadata.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A multipart upload in progress.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Upload {
+    /// The upload's id, for its parts and its completion.
+    pub upload_id: String,
+    /// The key the object will have.
+    pub key: String,
+    /// When the upload and its parts are deleted unless completed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// One acknowledged part.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct UploadPart {
+    /// Its number, 1 to 10000.
+    pub part_number: u32,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its ETag: the quoted hex MD5 of its bytes.
+    pub etag: String,
+}
+
+/// Body of `POST .../uploads/{upload}/complete`: the parts that make the object, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CompleteUpload {
+    /// Part numbers in ascending order, each with the ETag its upload returned.
+    pub parts: Vec<CompletedPart>,
+}
+
+/// One part of a completion.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CompletedPart {
+    /// The part's number.
+    pub part_number: u32,
+    /// The ETag its upload returned.
+    pub etag: String,
+}

@@ -159,6 +159,28 @@ impl FileBlobs {
         }
     }
 
+    /// Writes a new blob with the bytes of `parts`, one after the other, and makes it durable:
+    /// the body of a completed multipart upload.
+    ///
+    /// # Errors
+    ///
+    /// Returns the I/O error, `NotFound` when a part is gone; nothing is left behind.
+    pub async fn concat(&self, parts: &[String]) -> io::Result<Written> {
+        let mut sources = Vec::with_capacity(parts.len());
+        for part in parts {
+            sources.push(self.path_of(part));
+        }
+        let chunks = futures::stream::iter(sources).then(|path| async move {
+            let file = File::open(path).await?;
+            Ok::<_, io::Error>(ReaderStream::with_capacity(file, READ_CHUNK))
+        });
+        let body = chunks.try_flatten().map_err(axum::Error::new);
+        self.write(body, u64::MAX).await.map_err(|err| match err {
+            WriteError::Io(err) => err,
+            other => io::Error::other(other.to_string()),
+        })
+    }
+
     /// Makes a new blob with the bytes of `source`: a hard link where the file system allows
     /// (blobs are never modified, so sharing the inode is safe), a synced copy otherwise.
     ///

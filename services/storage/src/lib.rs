@@ -8,8 +8,7 @@
 //! An object becomes visible when its row commits, after its blob is durable; the quota
 //! gauges move in that same transaction, and so does the outbox event.
 //!
-//! Not yet here, all part of issue #3: copy, multipart
-//! uploads, the S3 backend, orphan collection and group commit.
+//! Not yet here, all part of issue #3: the S3 backend, orphan collection and group commit.
 
 pub mod blobs;
 pub mod buckets;
@@ -17,10 +16,14 @@ mod conditions;
 pub mod get;
 pub mod list;
 pub mod meta;
+pub mod multipart;
 pub mod names;
 pub mod objects;
 pub mod put;
 pub mod signed;
+pub mod uploads;
+
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, FromRef};
 use plinth_shared::Shared;
@@ -55,7 +58,11 @@ impl Storage {
             .storage_dir()
             .map_err(std::io::Error::other)?;
         let blobs = FileBlobs::open(dir).await?;
-        Ok(Storage { shared, blobs })
+        let storage = Storage { shared, blobs };
+        let expiry = storage.shared.config().storage_upload_expiry;
+        let every = (expiry / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        tokio::spawn(multipart::sweep_expired(storage.clone(), every));
+        Ok(storage)
     }
 
     /// Returns the blob store.
@@ -69,7 +76,13 @@ impl Storage {
 #[derive(OpenApi)]
 #[openapi(
     tags((name = "storage", description = "Buckets and objects")),
-    paths(put::put_object, get::get_object, get::head_object, objects::delete_object)
+    paths(
+        put::put_object,
+        get::get_object,
+        get::head_object,
+        objects::delete_object,
+        multipart::upload_part
+    )
 )]
 struct StorageDoc;
 
@@ -91,6 +104,11 @@ fn signed_routes() -> axum::routing::MethodRouter<Storage> {
         .layer(DefaultBodyLimit::disable())
 }
 
+/// Parts stream under the object limit, like objects.
+fn part_routes() -> axum::routing::MethodRouter<Storage> {
+    axum::routing::put(multipart::upload_part).layer(DefaultBodyLimit::disable())
+}
+
 /// Public buckets: no credential at all.
 fn public_routes() -> axum::routing::MethodRouter<Storage> {
     axum::routing::get(signed::public_get).head(signed::public_head)
@@ -107,6 +125,14 @@ pub fn router(storage: Storage) -> OpenApiRouter {
         ))
         .routes(routes!(list::list_objects))
         .routes(routes!(signed::create_signed_url))
+        .routes(routes!(multipart::create_upload))
+        .routes(routes!(multipart::abort_upload))
+        .routes(routes!(multipart::list_parts))
+        .routes(routes!(multipart::complete_upload))
+        .route(
+            "/buckets/{bucket}/uploads/{upload}/parts/{part}",
+            part_routes(),
+        )
         .route("/buckets/{bucket}/objects/{*key}", object_routes())
         .route("/signed/{bucket}/{*key}", signed_routes())
         .route("/public/{project}/{bucket}/{*key}", public_routes());

@@ -38,15 +38,15 @@ const COPY_SOURCE_HEADER: &str = "x-plinth-copy-source";
 const MAX_METADATA_BYTES: usize = 2048;
 
 /// What a PUT's headers say about the object.
-#[derive(Debug)]
-struct UploadHeaders {
-    content_type: String,
-    cache_control: Option<String>,
-    content_disposition: Option<String>,
-    metadata: BTreeMap<String, String>,
-    content_length: Option<u64>,
-    md5: Option<[u8; 16]>,
-    sha256: Option<[u8; 32]>,
+#[derive(Debug, Default)]
+pub(crate) struct UploadHeaders {
+    pub(crate) content_type: String,
+    pub(crate) cache_control: Option<String>,
+    pub(crate) content_disposition: Option<String>,
+    pub(crate) metadata: BTreeMap<String, String>,
+    pub(crate) content_length: Option<u64>,
+    pub(crate) md5: Option<[u8; 16]>,
+    pub(crate) sha256: Option<[u8; 32]>,
 }
 
 fn header_text(headers: &HeaderMap, name: &'static str) -> Result<Option<String>, ApiError> {
@@ -65,7 +65,7 @@ fn header_text(headers: &HeaderMap, name: &'static str) -> Result<Option<String>
 }
 
 impl UploadHeaders {
-    fn parse(headers: &HeaderMap) -> Result<UploadHeaders, ApiError> {
+    pub(crate) fn parse(headers: &HeaderMap) -> Result<UploadHeaders, ApiError> {
         let content_type = header_text(headers, "content-type")?
             .unwrap_or_else(|| "application/octet-stream".into());
         let content_length = header_text(headers, "content-length")?
@@ -131,12 +131,12 @@ fn decode_digest<const N: usize>(name: &'static str, text: &str) -> Result<[u8; 
     bytes.try_into().map_err(|_| invalid())
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether a content type matches one of the bucket's patterns (`image/png`, `image/*`).
-fn content_type_allowed(allowed: &[String], content_type: &str) -> bool {
+pub(crate) fn content_type_allowed(allowed: &[String], content_type: &str) -> bool {
     let essence = content_type
         .split(';')
         .next()
@@ -155,7 +155,7 @@ fn content_type_allowed(allowed: &[String], content_type: &str) -> bool {
 
 /// The largest object this upload may store: the smallest of the operator's ceiling, the
 /// project's quota and the bucket's setting.
-async fn upload_limit(storage: &Storage, bucket: &BucketRow) -> Result<u64, ApiError> {
+pub(crate) async fn upload_limit(storage: &Storage, bucket: &BucketRow) -> Result<u64, ApiError> {
     let mut conn = storage.shared.store().pool().acquire().await?;
     let project = projects::get(&mut conn, &bucket.project_id).await?;
     let quotas = storage.shared.quotas().effective(&project.quotas);
@@ -421,12 +421,38 @@ async fn commit_object(
     written: &Written,
 ) -> Result<ObjectInfo, ApiError> {
     let etag = format!("\"{}\"", hex(&written.md5));
+    commit_version(
+        storage, bucket, key, upload, conditions, written, &etag, None,
+    )
+    .await
+}
+
+/// A multipart upload being completed, by id.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Finishing<'a> {
+    pub(crate) upload_id: &'a str,
+}
+
+/// Makes a written blob the current version of `key`, with the given ETag: row, quotas and
+/// outbox event in one transaction (and, for a multipart upload, the end of the upload,
+/// whose parts' reservations become the object's).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn commit_version(
+    storage: &Storage,
+    bucket: &BucketRow,
+    key: &ObjectKey,
+    upload: &UploadHeaders,
+    conditions: &WriteConditions,
+    written: &Written,
+    etag: &str,
+    finishing: Option<Finishing<'_>>,
+) -> Result<ObjectInfo, ApiError> {
     let sha256 = hex(&written.sha256);
     let object = NewObject {
         key,
         blob_id: &written.blob_id,
         size: written.size,
-        etag: &etag,
+        etag,
         sha256: &sha256,
         content_type: &upload.content_type,
         cache_control: upload.cache_control.as_deref(),
@@ -439,8 +465,14 @@ async fn commit_object(
     let replaced = meta::upsert_object(&mut tx, bucket, &object).await?;
     conditions.check(replaced.as_ref().map(|old| old.etag.as_str()))?;
     let old_size = replaced.as_ref().map_or(0, |old| old.size);
+    // The parts of a completed upload already hold their bytes; they pass to the object.
+    let finished = match finishing {
+        Some(finishing) => crate::uploads::finish(&mut tx, finishing.upload_id).await?,
+        None => crate::uploads::Finished::default(),
+    };
     let grows = i64::try_from(written.size).unwrap_or(i64::MAX)
-        - i64::try_from(old_size).unwrap_or(i64::MAX);
+        - i64::try_from(old_size).unwrap_or(i64::MAX)
+        - i64::try_from(finished.bytes).unwrap_or(i64::MAX);
     quotas
         .reserve(&mut tx, &bucket.project_id, Gauge::StoredBytes, grows)
         .await?;
@@ -455,16 +487,20 @@ async fn commit_object(
         key,
         EventKind::Created,
         written.size,
-        Some(&etag),
+        Some(etag),
     )
     .await?;
     let info = meta::get_object(&mut tx, bucket, key).await?.info;
     tx.commit().await?;
 
-    if let Some(old) = replaced
-        && let Err(err) = storage.blobs.delete(&old.blob_id).await
-    {
-        tracing::warn!(blob_id = %old.blob_id, error = %err, "replaced blob not removed");
+    let obsolete = replaced
+        .map(|old| old.blob_id)
+        .into_iter()
+        .chain(finished.blobs);
+    for blob_id in obsolete {
+        if let Err(err) = storage.blobs.delete(&blob_id).await {
+            tracing::warn!(blob_id = %blob_id, error = %err, "obsolete blob not removed");
+        }
     }
     Ok(info)
 }

@@ -47,3 +47,28 @@ CREATE TABLE object_events (
     etag        TEXT,
     at          BIGINT NOT NULL
 );
+
+-- Multipart uploads in progress. Each part is a blob of its own, counted against the
+-- project's stored bytes from the moment it is acknowledged until the upload completes
+-- (the parts become the object) or is aborted or expires (the parts are deleted).
+CREATE TABLE uploads (
+    id                   TEXT COLLATE "C" PRIMARY KEY,
+    bucket_id            TEXT COLLATE "C" NOT NULL REFERENCES buckets (id) ON DELETE CASCADE,
+    key                  TEXT COLLATE "C" NOT NULL,
+    content_type         TEXT NOT NULL,
+    cache_control        TEXT,
+    content_disposition  TEXT,
+    metadata             TEXT NOT NULL,
+    created_at           BIGINT NOT NULL,
+    expires_at           BIGINT NOT NULL
+);
+
+CREATE TABLE upload_parts (
+    upload_id    TEXT COLLATE "C" NOT NULL REFERENCES uploads (id) ON DELETE CASCADE,
+    part_number  BIGINT NOT NULL,
+    blob_id      TEXT NOT NULL,
+    size         BIGINT NOT NULL,
+    md5          TEXT NOT NULL,
+    created_at   BIGINT NOT NULL,
+    PRIMARY KEY (upload_id, part_number)
+);
