@@ -209,6 +209,44 @@ impl FileBlobs {
         Ok(blob_id)
     }
 
+    /// Removes what interrupted writes left behind: every temporary file, and every blob
+    /// for which `is_named` says no metadata row refers to it. Run it before serving, when no
+    /// write is in flight: a blob is written before the row that names it commits.
+    ///
+    /// # Errors
+    ///
+    /// Returns the first I/O error, or the first error of `is_named`.
+    pub async fn collect_orphans<F, Fut, E>(&self, is_named: F) -> Result<usize, E>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<bool, E>>,
+        E: From<io::Error>,
+    {
+        let mut removed = 0;
+        let mut temps = fs::read_dir(self.root.join("tmp")).await?;
+        while let Some(entry) = temps.next_entry().await? {
+            fs::remove_file(entry.path()).await?;
+            removed += 1;
+        }
+        let mut dirs = fs::read_dir(&self.root).await?;
+        while let Some(dir) = dirs.next_entry().await? {
+            if dir.file_name() == "tmp" || !dir.file_type().await?.is_dir() {
+                continue;
+            }
+            let mut blobs = fs::read_dir(dir.path()).await?;
+            while let Some(blob) = blobs.next_entry().await? {
+                let Some(blob_id) = blob.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                if !is_named(blob_id).await? {
+                    fs::remove_file(blob.path()).await?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Returns whether a blob exists, for tests and repair.
     pub async fn exists(&self, blob_id: &str) -> bool {
         fs::metadata(self.path_of(blob_id)).await.is_ok()

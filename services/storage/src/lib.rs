@@ -47,7 +47,8 @@ impl FromRef<Storage> for Shared {
 }
 
 impl Storage {
-    /// Opens the blob store the configuration names.
+    /// Opens the blob store the configuration names, removing the files interrupted writes
+    /// left behind, and starts the sweeper of expired multipart uploads.
     ///
     /// # Errors
     ///
@@ -59,6 +60,21 @@ impl Storage {
             .map_err(std::io::Error::other)?;
         let blobs = FileBlobs::open(dir).await?;
         let storage = Storage { shared, blobs };
+        let pool = storage.shared.store().pool().clone();
+        let removed = storage
+            .blobs
+            .collect_orphans(|blob_id| {
+                let pool = pool.clone();
+                async move {
+                    meta::blob_is_named(&pool, &blob_id)
+                        .await
+                        .map_err(std::io::Error::other)
+                }
+            })
+            .await?;
+        if removed > 0 {
+            tracing::info!(removed, "orphaned blob files removed");
+        }
         let expiry = storage.shared.config().storage_upload_expiry;
         let every = (expiry / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
         tokio::spawn(multipart::sweep_expired(storage.clone(), every));

@@ -431,6 +431,22 @@ pub async fn delete_object(
     Ok(Some((replaced, etag)))
 }
 
+/// Returns whether any object or pending part names `blob_id`.
+///
+/// # Errors
+///
+/// Returns the store's failure.
+pub async fn blob_is_named(pool: &sqlx::AnyPool, blob_id: &str) -> Result<bool, ApiError> {
+    let row = sqlx::query(
+        "SELECT 1 AS named FROM objects WHERE blob_id = $1 \
+         UNION ALL SELECT 1 AS named FROM upload_parts WHERE blob_id = $1 LIMIT 1",
+    )
+    .bind(blob_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.is_some())
+}
+
 /// The kinds of object event the outbox records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {

@@ -1324,7 +1324,48 @@ async fn multipart_uploads_complete_resume_abort_and_expire(mut backend: TestBac
     );
 }
 
+async fn orphaned_blob_files_are_collected_at_start(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let (_, key) = server.tenant("alpha", Quotas::default()).await;
+    server.create_bucket(&key, json!({"name": "files"})).await;
+    assert_eq!(
+        server
+            .put(&key, "files", "kept", b"kept".to_vec())
+            .await
+            .status(),
+        200
+    );
+    // What a crash can leave: a half-written temporary file, and a synced blob whose row
+    // never committed.
+    std::fs::write(server.blob_dir.join("tmp").join("blob_dead.part"), b"half").unwrap();
+    std::fs::create_dir_all(server.blob_dir.join("ff")).unwrap();
+    std::fs::write(
+        server
+            .blob_dir
+            .join("ff")
+            .join("blob_00000000000000000000000000ff"),
+        b"x",
+    )
+    .unwrap();
+    assert_eq!(server.blob_files(), 3);
+
+    plinth_storage::Storage::open(server.shared.clone())
+        .await
+        .unwrap();
+    assert_eq!(server.blob_files(), 1);
+    assert_eq!(
+        server
+            .get(&key, "files", "kept")
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "kept"
+    );
+}
+
 backend_tests!(
+    orphaned_blob_files_are_collected_at_start,
     multipart_uploads_complete_resume_abort_and_expire,
     copies_are_server_side_and_stay_in_the_project,
     signed_urls_work_without_credentials_and_only_as_signed,

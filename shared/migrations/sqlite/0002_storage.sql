@@ -72,3 +72,7 @@ CREATE TABLE upload_parts (
     created_at   BIGINT NOT NULL,
     PRIMARY KEY (upload_id, part_number)
 );
+
+-- For the collection of orphaned blobs at start: is this blob named anywhere?
+CREATE INDEX objects_by_blob ON objects (blob_id);
+CREATE INDEX upload_parts_by_blob ON upload_parts (blob_id);
