@@ -45,6 +45,20 @@ impl Serialize for Secret {
     }
 }
 
+/// Where object bytes live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageBackend {
+    /// Files in a directory.
+    File(PathBuf),
+    /// An S3 bucket, under a key prefix (empty, or ending in `/`).
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The key prefix.
+        prefix: String,
+    },
+}
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -74,6 +88,21 @@ pub struct Config {
     /// Largest object accepted when no quota or bucket setting is lower, in bytes
     /// (`PLINTH_STORAGE_MAX_OBJECT_BYTES`).
     pub storage_max_object_bytes: u64,
+    /// S3 endpoint for `s3://` storage, e.g. `http://127.0.0.1:8333`; AWS when absent
+    /// (`PLINTH_STORAGE_S3_ENDPOINT`).
+    pub storage_s3_endpoint: Option<String>,
+    /// S3 region (`PLINTH_STORAGE_S3_REGION`).
+    pub storage_s3_region: String,
+    /// Address buckets by path (`endpoint/bucket/key`) rather than by host, as MinIO,
+    /// SeaweedFS and Garage expect (`PLINTH_STORAGE_S3_PATH_STYLE`).
+    pub storage_s3_path_style: bool,
+    /// S3 access key id; the AWS default credential chain when absent
+    /// (`PLINTH_STORAGE_S3_ACCESS_KEY_ID`).
+    pub storage_s3_access_key_id: Option<String>,
+    /// S3 secret key (`PLINTH_STORAGE_S3_SECRET_ACCESS_KEY`).
+    pub storage_s3_secret_access_key: Option<Secret>,
+    /// A file holding the S3 secret key (`PLINTH_STORAGE_S3_SECRET_ACCESS_KEY_FILE`).
+    pub storage_s3_secret_access_key_file: Option<PathBuf>,
     /// How long a multipart upload may stay incomplete before it and its parts are deleted
     /// (`PLINTH_STORAGE_UPLOAD_EXPIRY`).
     #[serde(with = "humantime_serde")]
@@ -134,6 +163,12 @@ impl Default for Config {
             database_max_connections: 16,
             storage_url: None,
             storage_max_object_bytes: 5 * 1024 * 1024 * 1024 * 1024,
+            storage_s3_endpoint: None,
+            storage_s3_region: "us-east-1".into(),
+            storage_s3_path_style: true,
+            storage_s3_access_key_id: None,
+            storage_s3_secret_access_key: None,
+            storage_s3_secret_access_key_file: None,
             storage_upload_expiry: Duration::from_secs(24 * 60 * 60),
             storage_min_part_bytes: 5 * 1024 * 1024,
             admin_token: None,
@@ -251,7 +286,14 @@ impl Config {
                 });
             }
         }
-        self.storage_dir()?;
+        self.storage_backend()?;
+        if self.storage_s3_secret_access_key.is_some()
+            && self.storage_s3_secret_access_key_file.is_some()
+        {
+            return Err(ConfigError::BothSecretSources(
+                "storage_s3_secret_access_key",
+            ));
+        }
         if self.token_ttl > self.token_ttl_max {
             return Err(ConfigError::Value {
                 key: "token_ttl",
@@ -278,23 +320,55 @@ impl Config {
         }
     }
 
-    /// Returns the directory of the file blob store, from `storage_url` or the data dir.
+    /// Returns where object bytes live, from `storage_url` (default: files under the data
+    /// directory).
     ///
     /// # Errors
     ///
-    /// Returns an error naming `storage_url` for a scheme this build cannot serve.
-    pub fn storage_dir(&self) -> Result<PathBuf, ConfigError> {
-        match &self.storage_url {
-            None => Ok(self.data_dir.join("blobs")),
-            Some(url) => match url.strip_prefix("file://") {
-                Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
-                // TODO(#3): s3:// through aws-sdk-s3.
-                _ => Err(ConfigError::Value {
-                    key: "storage_url",
-                    reason: "must be file://DIR (s3:// is not available yet)".into(),
-                }),
-            },
+    /// Returns an error naming `storage_url` for a URL this build cannot serve.
+    pub fn storage_backend(&self) -> Result<StorageBackend, ConfigError> {
+        let invalid = |reason: &str| ConfigError::Value {
+            key: "storage_url",
+            reason: reason.into(),
+        };
+        let Some(url) = &self.storage_url else {
+            return Ok(StorageBackend::File(self.data_dir.join("blobs")));
+        };
+        if let Some(path) = url.strip_prefix("file://") {
+            if path.is_empty() {
+                return Err(invalid("file:// needs a directory"));
+            }
+            return Ok(StorageBackend::File(PathBuf::from(path)));
         }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(invalid("s3:// needs a bucket: s3://BUCKET[/PREFIX]"));
+            }
+            let prefix = prefix.trim_matches('/');
+            return Ok(StorageBackend::S3 {
+                bucket: bucket.to_owned(),
+                prefix: if prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!("{prefix}/")
+                },
+            });
+        }
+        Err(invalid("must be file://DIR or s3://BUCKET[/PREFIX]"))
+    }
+
+    /// Returns the S3 secret key, read from its file if need be.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error when the file cannot be read or is empty.
+    pub fn storage_s3_secret_access_key(&self) -> Result<Option<Secret>, ConfigError> {
+        read_secret(
+            "storage_s3_secret_access_key",
+            &self.storage_s3_secret_access_key,
+            &self.storage_s3_secret_access_key_file,
+        )
     }
 
     /// Returns the configured admin token, read from its file if need be.
@@ -527,6 +601,42 @@ mod tests {
             assert_eq!(config.token_ttl, Duration::from_secs(900));
             Ok(())
         });
+    }
+
+    #[test]
+    fn storage_urls_name_a_directory_or_a_bucket() {
+        let with = |url: &str| Config {
+            storage_url: Some(url.into()),
+            ..Config::default()
+        };
+        assert_eq!(
+            with("s3://plinth/objects/").storage_backend().unwrap(),
+            StorageBackend::S3 {
+                bucket: "plinth".into(),
+                prefix: "objects/".into()
+            }
+        );
+        assert_eq!(
+            with("s3://plinth").storage_backend().unwrap(),
+            StorageBackend::S3 {
+                bucket: "plinth".into(),
+                prefix: String::new()
+            }
+        );
+        assert_eq!(
+            with("file:///srv/b").storage_backend().unwrap(),
+            StorageBackend::File("/srv/b".into())
+        );
+        for bad in ["s3://", "file://", "gs://x", "/plain/path"] {
+            assert!(
+                with(bad)
+                    .validate()
+                    .unwrap_err()
+                    .to_string()
+                    .contains("storage_url"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

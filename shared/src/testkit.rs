@@ -19,6 +19,48 @@ use crate::store::Store;
 /// The variable naming the PostgreSQL server tests use.
 pub const POSTGRES_ENV: &str = "PLINTH_TEST_POSTGRES_URL";
 
+/// The variable naming the S3 endpoint tests use; its access key and secret come from
+/// `PLINTH_TEST_S3_ACCESS_KEY_ID` and `PLINTH_TEST_S3_SECRET_ACCESS_KEY`, its bucket from
+/// `PLINTH_TEST_S3_BUCKET` (default `plinth-test`).
+pub const S3_ENV: &str = "PLINTH_TEST_S3_ENDPOINT";
+
+/// The S3 server of the tests, when one is configured.
+#[derive(Clone, Debug)]
+pub struct TestS3 {
+    /// Endpoint URL.
+    pub endpoint: String,
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret key.
+    pub secret_access_key: String,
+    /// Bucket, shared by the tests; each test has its own key prefix in it.
+    pub bucket: String,
+}
+
+impl TestS3 {
+    /// Reads the S3 test server from the environment, or says (once) that there is none.
+    pub fn from_env() -> Option<TestS3> {
+        let Ok(endpoint) = std::env::var(S3_ENV) else {
+            static SAID: Once = Once::new();
+            SAID.call_once(|| {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "NOTE: the S3 blob store was not tested: set {S3_ENV} to run these tests on it"
+                );
+            });
+            return None;
+        };
+        let var =
+            |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+        Some(TestS3 {
+            endpoint,
+            access_key_id: var("PLINTH_TEST_S3_ACCESS_KEY_ID", ""),
+            secret_access_key: var("PLINTH_TEST_S3_SECRET_ACCESS_KEY", ""),
+            bucket: var("PLINTH_TEST_S3_BUCKET", "plinth-test"),
+        })
+    }
+}
+
 /// One backend for one test: a configuration with its own database and data directory.
 #[derive(Debug)]
 pub struct TestBackend {
@@ -82,6 +124,21 @@ impl TestBackend {
         Some(TestBackend::with(dir, "postgres", url.to_string()))
     }
 
+    /// A fresh SQLite database with object bytes in the S3 test bucket (under a key prefix
+    /// of its own), or `None` when no S3 server is configured.
+    pub fn s3() -> Option<(TestBackend, TestS3)> {
+        let s3 = TestS3::from_env()?;
+        let mut backend = TestBackend::sqlite();
+        backend.name = "s3";
+        backend.config.storage_url = Some(format!("s3://{}/{}/", s3.bucket, random_hex(8)));
+        backend.config.storage_s3_endpoint = Some(s3.endpoint.clone());
+        backend.config.storage_s3_path_style = true;
+        backend.config.storage_s3_access_key_id = Some(s3.access_key_id.clone());
+        backend.config.storage_s3_secret_access_key =
+            Some(Secret::new(s3.secret_access_key.clone()));
+        Some((backend, s3))
+    }
+
     fn with(dir: TempDir, name: &'static str, database_url: String) -> TestBackend {
         let admin_token = format!("test-admin-{}", random_hex(16));
         let config = Config {
@@ -130,6 +187,24 @@ macro_rules! backend_tests {
                 #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     if let Some(backend) = $crate::testkit::TestBackend::postgres().await {
+                        super::$name(backend).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// Makes one test per scenario on the S3 blob store (`mod s3 { fn NAME }`), with SQLite
+/// metadata; each passes after saying so when no S3 server is configured.
+#[macro_export]
+macro_rules! s3_tests {
+    ($($name:ident),* $(,)?) => {
+        mod s3 {
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some((backend, _)) = $crate::testkit::TestBackend::s3() {
                         super::$name(backend).await;
                     }
                 }

@@ -27,17 +27,18 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, FromRef};
 use plinth_shared::Shared;
+use plinth_shared::config::{Config, StorageBackend};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::blobs::FileBlobs;
+use crate::blobs::{Blobs, FileBlobs, S3Blobs, S3Settings};
 
 /// The storage service's state.
 #[derive(Clone, Debug)]
 pub struct Storage {
     shared: Shared,
-    blobs: FileBlobs,
+    blobs: Blobs,
 }
 
 impl FromRef<Storage> for Shared {
@@ -54,11 +55,7 @@ impl Storage {
     ///
     /// Returns an error when `storage_url` is unusable or its directory cannot be created.
     pub async fn open(shared: Shared) -> Result<Storage, std::io::Error> {
-        let dir = shared
-            .config()
-            .storage_dir()
-            .map_err(std::io::Error::other)?;
-        let blobs = FileBlobs::open(dir).await?;
+        let blobs = open_blobs(shared.config()).await?;
         let storage = Storage { shared, blobs };
         let pool = storage.shared.store().pool().clone();
         let removed = storage
@@ -82,13 +79,38 @@ impl Storage {
     }
 
     /// Returns the blob store.
-    pub fn blobs(&self) -> &FileBlobs {
+    pub fn blobs(&self) -> &Blobs {
         &self.blobs
     }
 }
 
 /// The object routes are listed here rather than through `routes!`: axum needs the key as a
 /// wildcard (`{*key}`, `/` included), which OpenAPI has no syntax for.
+/// Opens the blob store `storage_url` names.
+async fn open_blobs(config: &Config) -> std::io::Result<Blobs> {
+    match config.storage_backend().map_err(std::io::Error::other)? {
+        StorageBackend::File(dir) => Ok(Blobs::File(FileBlobs::open(dir).await?)),
+        StorageBackend::S3 { bucket, prefix } => {
+            let secret = config
+                .storage_s3_secret_access_key()
+                .map_err(std::io::Error::other)?;
+            let credentials = match (&config.storage_s3_access_key_id, secret) {
+                (Some(id), Some(secret)) => Some((id.clone(), secret.expose().to_owned())),
+                _ => None,
+            };
+            let settings = S3Settings {
+                bucket,
+                prefix,
+                endpoint: config.storage_s3_endpoint.clone(),
+                region: config.storage_s3_region.clone(),
+                path_style: config.storage_s3_path_style,
+                credentials,
+            };
+            Ok(Blobs::S3(S3Blobs::open(settings).await?))
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     tags((name = "storage", description = "Buckets and objects")),

@@ -2,8 +2,9 @@
 
 use plinth_sdk::Client;
 use plinth_shared::Shared;
-use plinth_shared::backend_tests;
+use plinth_shared::config::StorageBackend;
 use plinth_shared::testkit::TestBackend;
+use plinth_shared::{backend_tests, s3_tests};
 use plinth_types::console::{CreateKey, CreateProject, Project, Quotas};
 use plinth_types::{ErrorBody, Scope};
 use reqwest::StatusCode;
@@ -41,7 +42,13 @@ impl Server {
             .max_retries(0)
             .build()
             .unwrap();
-        let blob_dir = backend.config.storage_dir().unwrap();
+        let blob_dir = match backend.config.storage_backend().unwrap() {
+            StorageBackend::File(dir) => dir,
+            StorageBackend::S3 { bucket, .. } => {
+                create_test_bucket(&backend.config, &bucket).await;
+                std::path::PathBuf::new()
+            }
+        };
         Server {
             url,
             storage,
@@ -107,25 +114,9 @@ impl Server {
         (usage["objects"], usage["stored_bytes"])
     }
 
-    /// Blob files on disk, temporary ones included.
-    fn blob_files(&self) -> usize {
-        fn count(dir: &std::path::Path) -> usize {
-            std::fs::read_dir(dir)
-                .map(|entries| {
-                    entries
-                        .flatten()
-                        .map(|e| {
-                            if e.path().is_dir() {
-                                count(&e.path())
-                            } else {
-                                1
-                            }
-                        })
-                        .sum()
-                })
-                .unwrap_or(0)
-        }
-        count(&self.blob_dir)
+    /// Blobs in the store, unfinished writes included.
+    async fn blob_files(&self) -> usize {
+        self.storage.blobs().count().await.unwrap()
     }
 
     async fn events(&self) -> Vec<(String, String)> {
@@ -135,6 +126,38 @@ impl Server {
             .await
             .unwrap();
         rows.iter().map(|r| (r.get("kind"), r.get("key"))).collect()
+    }
+}
+
+/// Creates the S3 test bucket if it is not there yet.
+async fn create_test_bucket(config: &plinth_shared::config::Config, bucket: &str) {
+    let secret = config.storage_s3_secret_access_key().unwrap().unwrap();
+    let credentials = aws_sdk_s3::config::Credentials::new(
+        config.storage_s3_access_key_id.clone().unwrap(),
+        secret.expose(),
+        None,
+        None,
+        "tests",
+    );
+    let s3 = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new(
+            config.storage_s3_region.clone(),
+        ))
+        .endpoint_url(config.storage_s3_endpoint.clone().unwrap())
+        .force_path_style(true)
+        .credentials_provider(credentials)
+        .build();
+    let client = aws_sdk_s3::Client::from_conf(s3);
+    if client.head_bucket().bucket(bucket).send().await.is_err() {
+        let created = client.create_bucket().bucket(bucket).send().await;
+        if let Err(err) = created {
+            // Another test may have created it in between.
+            assert!(
+                client.head_bucket().bucket(bucket).send().await.is_ok(),
+                "cannot create {bucket}: {err:?}"
+            );
+        }
     }
 }
 
@@ -376,7 +399,7 @@ async fn objects_round_trip_with_headers_ranges_and_quotas(backend: TestBackend)
         200
     );
     assert_eq!(server.gauges(&project).await, (2, 100_005));
-    assert_eq!(server.blob_files(), 2, "the replaced blob is removed");
+    assert_eq!(server.blob_files().await, 2, "the replaced blob is removed");
 
     for object in ["reports/2024/q1.bin", "x.html"] {
         let deleted = server
@@ -393,7 +416,7 @@ async fn objects_round_trip_with_headers_ranges_and_quotas(backend: TestBackend)
         );
     }
     assert_eq!(server.gauges(&project).await, (0, 0));
-    assert_eq!(server.blob_files(), 0);
+    assert_eq!(server.blob_files().await, 0);
     let again = server
         .http
         .delete(server.url("/buckets/files/objects/x.html"))
@@ -515,7 +538,7 @@ async fn bad_input_is_refused_and_stores_nothing(backend: TestBackend) {
 
     assert_eq!(server.gauges(&project).await, (0, 0));
     assert_eq!(
-        server.blob_files(),
+        server.blob_files().await,
         0,
         "no blob, not even a temporary one, is left"
     );
@@ -546,7 +569,11 @@ async fn concurrent_uploads_never_overshoot_the_quota(backend: TestBackend) {
     }
     assert_eq!(stored, 10, "exactly the quota's worth is stored");
     assert_eq!(server.gauges(&project).await, (10, 10_000));
-    assert_eq!(server.blob_files(), 10, "refused uploads leave no blob");
+    assert_eq!(
+        server.blob_files().await,
+        10,
+        "refused uploads leave no blob"
+    );
 }
 
 async fn other_projects_see_nothing(backend: TestBackend) {
@@ -1269,7 +1296,7 @@ async fn multipart_uploads_complete_resume_abort_and_expire(mut backend: TestBac
     assert_eq!(got.headers()["content-type"], "text/plain");
     assert_eq!(got.text().await.unwrap(), "AAAAAAAAAAbbb");
     assert_eq!(server.gauges(&project).await, (1, 13));
-    assert_eq!(server.blob_files(), 1, "the parts' blobs are gone");
+    assert_eq!(server.blob_files().await, 1, "the parts' blobs are gone");
     assert_eq!(
         code(part(&upload, 3, "x").await.unwrap()).await.1,
         "upload_not_found"
@@ -1317,7 +1344,7 @@ async fn multipart_uploads_complete_resume_abort_and_expire(mut backend: TestBac
         1
     );
     assert_eq!(server.gauges(&project).await, (1, 13));
-    assert_eq!(server.blob_files(), 1);
+    assert_eq!(server.blob_files().await, 1);
     assert_eq!(
         code(part(&stale, 2, "x").await.unwrap()).await.1,
         "upload_not_found"
@@ -1347,12 +1374,12 @@ async fn orphaned_blob_files_are_collected_at_start(backend: TestBackend) {
         b"x",
     )
     .unwrap();
-    assert_eq!(server.blob_files(), 3);
+    assert_eq!(server.blob_files().await, 3);
 
     plinth_storage::Storage::open(server.shared.clone())
         .await
         .unwrap();
-    assert_eq!(server.blob_files(), 1);
+    assert_eq!(server.blob_files().await, 1);
     assert_eq!(
         server
             .get(&key, "files", "kept")
@@ -1366,6 +1393,22 @@ async fn orphaned_blob_files_are_collected_at_start(backend: TestBackend) {
 
 backend_tests!(
     orphaned_blob_files_are_collected_at_start,
+    multipart_uploads_complete_resume_abort_and_expire,
+    copies_are_server_side_and_stay_in_the_project,
+    signed_urls_work_without_credentials_and_only_as_signed,
+    public_buckets_serve_reads_without_credentials,
+    conditional_requests_behave_as_in_s3,
+    listings_page_by_key_with_common_prefixes,
+    buckets_are_managed_per_project,
+    objects_round_trip_with_headers_ranges_and_quotas,
+    bad_input_is_refused_and_stores_nothing,
+    concurrent_uploads_never_overshoot_the_quota,
+    other_projects_see_nothing,
+    scopes_and_patterns_limit_storage,
+);
+
+// The same scenarios on the S3 blob store; the orphan test above is about files.
+s3_tests!(
     multipart_uploads_complete_resume_abort_and_expire,
     copies_are_server_side_and_stay_in_the_project,
     signed_urls_work_without_credentials_and_only_as_signed,

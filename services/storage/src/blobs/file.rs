@@ -16,32 +16,10 @@ use tokio::fs::{self, File};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
+use super::{WriteError, Written};
+
 /// Size of the chunks a read streams out.
 const READ_CHUNK: usize = 64 * 1024;
-
-/// A blob as written: its id and what was learnt while writing it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Written {
-    /// The server-assigned id the object row will name.
-    pub blob_id: String,
-    /// Bytes written.
-    pub size: u64,
-    /// MD5 of the bytes (the single-part ETag).
-    pub md5: [u8; 16],
-    /// SHA-256 of the bytes.
-    pub sha256: [u8; 32],
-}
-
-/// Why a write did not produce a blob. Nothing is left behind in any case.
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    #[error("the body is larger than {limit} bytes")]
-    TooLarge { limit: u64 },
-    #[error("the request body failed: {0}")]
-    Body(#[source] axum::Error),
-    #[error("blob store: {0}")]
-    Io(#[from] io::Error),
-}
 
 /// Object bytes in a directory.
 #[derive(Clone, Debug)]
@@ -174,7 +152,7 @@ impl FileBlobs {
             let file = File::open(path).await?;
             Ok::<_, io::Error>(ReaderStream::with_capacity(file, READ_CHUNK))
         });
-        let body = chunks.try_flatten().map_err(axum::Error::new);
+        let body = chunks.try_flatten().map_err(axum::Error::new).boxed();
         self.write(body, u64::MAX).await.map_err(|err| match err {
             WriteError::Io(err) => err,
             other => io::Error::other(other.to_string()),
@@ -250,6 +228,25 @@ impl FileBlobs {
     /// Returns whether a blob exists, for tests and repair.
     pub async fn exists(&self, blob_id: &str) -> bool {
         fs::metadata(self.path_of(blob_id)).await.is_ok()
+    }
+
+    /// Counts blob files, temporary ones included.
+    ///
+    /// # Errors
+    ///
+    /// Returns the I/O error.
+    pub async fn count(&self) -> io::Result<usize> {
+        let mut count = 0;
+        let mut dirs = fs::read_dir(&self.root).await?;
+        while let Some(dir) = dirs.next_entry().await? {
+            if dir.file_type().await?.is_dir() {
+                let mut files = fs::read_dir(dir.path()).await?;
+                while files.next_entry().await?.is_some() {
+                    count += 1;
+                }
+            }
+        }
+        Ok(count)
     }
 }
 
