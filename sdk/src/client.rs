@@ -204,7 +204,10 @@ impl Client {
     }
 
     /// Sends a request, with retries, and turns an error status into [`Error::Api`].
-    async fn send(&self, request: RequestBuilder) -> Result<Response, Error> {
+    ///
+    /// A request whose body is a stream cannot be copied, so it is sent exactly once
+    /// whatever its method.
+    pub(crate) async fn send(&self, request: RequestBuilder) -> Result<Response, Error> {
         // Building fails only on what went into the request: in practice, a token that is no
         // valid header value.
         let request = request

@@ -40,6 +40,20 @@ pub enum Error {
     /// No request was sent.
     #[error("`{0}` cannot be sent as an id: ids must not be empty, `.` or `..`")]
     InvalidId(String),
+    /// An object key cannot be sent in a URL path: it is empty, or one of its `/`-separated
+    /// segments is `.` or `..`, which the URL standard would resolve away. No request was sent.
+    #[error("`{0}` cannot be sent as an object key: it is empty or has a `.` or `..` segment")]
+    InvalidKey(String),
+    /// A value meant for a request header cannot be sent in one: a metadata name that is no
+    /// header name, or a value that is not visible ASCII. No request was sent.
+    #[error("cannot send the request: {0}")]
+    InvalidHeader(String),
+    /// A local file or stream could not be read or written during a transfer.
+    #[error("local input or output failed")]
+    Io(#[source] std::io::Error),
+    /// A success response lacks a header the operation needs, or has one the SDK cannot read.
+    #[error("unexpected response from the server: {0}")]
+    MalformedResponse(String),
     /// The client is misconfigured: a malformed base URL or an unusable token.
     #[error("invalid client configuration: {0}")]
     Config(String),
@@ -84,7 +98,14 @@ impl Error {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Error::Api { code, .. } => ErrorCode::parse(code),
-            Error::Transport(_) | Error::Decode(_) | Error::InvalidId(_) | Error::Config(_) => None,
+            Error::Transport(_)
+            | Error::Decode(_)
+            | Error::InvalidId(_)
+            | Error::InvalidKey(_)
+            | Error::InvalidHeader(_)
+            | Error::Io(_)
+            | Error::MalformedResponse(_)
+            | Error::Config(_) => None,
         }
     }
 
@@ -92,7 +113,14 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Api { status, .. } => Some(*status),
-            Error::Transport(_) | Error::Decode(_) | Error::InvalidId(_) | Error::Config(_) => None,
+            Error::Transport(_)
+            | Error::Decode(_)
+            | Error::InvalidId(_)
+            | Error::InvalidKey(_)
+            | Error::InvalidHeader(_)
+            | Error::Io(_)
+            | Error::MalformedResponse(_)
+            | Error::Config(_) => None,
         }
     }
 
@@ -100,7 +128,14 @@ impl Error {
     pub fn request_id(&self) -> Option<&str> {
         match self {
             Error::Api { request_id, .. } => request_id.as_deref(),
-            Error::Transport(_) | Error::Decode(_) | Error::InvalidId(_) | Error::Config(_) => None,
+            Error::Transport(_)
+            | Error::Decode(_)
+            | Error::InvalidId(_)
+            | Error::InvalidKey(_)
+            | Error::InvalidHeader(_)
+            | Error::Io(_)
+            | Error::MalformedResponse(_)
+            | Error::Config(_) => None,
         }
     }
 }

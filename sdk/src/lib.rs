@@ -10,15 +10,19 @@
 //! - `error`: the error type, and how an error response becomes one.
 //! - `console`: the console API methods (projects, keys, tokens, quotas, usage, audit and
 //!   signing keys), all on [`Client`].
+//! - `storage`: the storage API methods (buckets, uploads, downloads, listings, signed URLs),
+//!   also on [`Client`], with the [`PutOptions`] of an upload and the [`ObjectHead`] of a read.
 
 mod builder;
 mod client;
 mod console;
 mod error;
 mod retry;
+mod storage;
 
 pub use plinth_types as types;
 
 pub use crate::builder::{ClientBuilder, DEFAULT_URL};
 pub use crate::client::Client;
 pub use crate::error::Error;
+pub use crate::storage::{Checksum, ObjectHead, PutOptions};

@@ -8,12 +8,16 @@
 //! - `project`: `plinth project create|list|get|delete`.
 //! - `key`: `plinth key create|list|revoke|rotate` and `plinth token`.
 //! - `quota`: `plinth quota get|set` and `plinth usage`.
+//! - `ls`, `cp`: `plinth ls` and `plinth cp`, with a project's key or token.
 
+mod cp;
 mod key;
+mod ls;
 mod project;
 mod quota;
 
 use std::fmt::Display;
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
@@ -39,6 +43,10 @@ pub(crate) enum AdminCommand {
     Usage(quota::UsageArgs),
     /// Exchange the configured credential for a short-lived access token and print it.
     Token(key::TokenArgs),
+    /// List the project's buckets, or the objects of one.
+    Ls(ls::LsArgs),
+    /// Copy a file to an object, an object to a file, or an object to another, server-side.
+    Cp(cp::CpArgs),
 }
 
 /// What the global flags say about reaching the server and printing the answer.
@@ -54,7 +62,12 @@ pub(crate) struct AdminOptions {
 
 /// Runs one admin command.
 pub(crate) async fn run(command: AdminCommand, options: AdminOptions) -> anyhow::Result<()> {
-    let client = connect(options.url, options.token)?;
+    let timeout = if let AdminCommand::Cp(args) = &command {
+        Some(args.timeout())
+    } else {
+        None
+    };
+    let client = connect(options.url, options.token, timeout)?;
     let output = Output { json: options.json };
 
     match command {
@@ -63,12 +76,22 @@ pub(crate) async fn run(command: AdminCommand, options: AdminOptions) -> anyhow:
         AdminCommand::Quota(command) => quota::run(&client, output, command).await,
         AdminCommand::Usage(args) => quota::usage(&client, output, args).await,
         AdminCommand::Token(args) => key::token(&client, output, args).await,
+        AdminCommand::Ls(args) => ls::ls(&client, output, args).await,
+        AdminCommand::Cp(args) => cp::cp(&client, output, args).await,
     }
 }
 
-/// Builds the client from the environment, with the flags taking precedence.
-fn connect(url: Option<String>, token: Option<String>) -> anyhow::Result<Client> {
+/// Builds the client from the environment, with the flags taking precedence; `timeout`
+/// replaces the SDK's default for commands that transfer whole objects.
+fn connect(
+    url: Option<String>,
+    token: Option<String>,
+    timeout: Option<Duration>,
+) -> anyhow::Result<Client> {
     let mut builder = ClientBuilder::from_env();
+    if let Some(timeout) = timeout {
+        builder = builder.timeout(timeout);
+    }
     if let Some(url) = url {
         builder = builder.base_url(url);
     }

@@ -1,0 +1,276 @@
+//! The storage methods of the SDK against a real server, started in-process on every
+//! metadata backend.
+
+use aws_lc_rs::digest::{SHA256, digest};
+use futures::TryStreamExt;
+use tokio::io::AsyncWriteExt;
+
+use plinth_sdk::types::console::{CreateKey, CreateProject};
+use plinth_sdk::types::storage::{
+    CreateBucket, ListObjectsQuery, SignUrl, SignedMethod, UpdateBucket,
+};
+use plinth_sdk::types::{ErrorCode, Scope};
+use plinth_sdk::{Checksum, Client, Error, PutOptions};
+use plinth_shared::backend_tests;
+use plinth_shared::testkit::TestBackend;
+
+/// A server on a free port, and a client holding a key of a fresh project with both storage
+/// scopes. The backend is kept so its directory outlives the test.
+struct Tenant {
+    client: Client,
+    _backend: TestBackend,
+}
+
+async fn start(backend: TestBackend) -> Tenant {
+    let shared = plinth_shared::Shared::open(backend.config.clone(), &backend.admin_token)
+        .await
+        .unwrap();
+    let storage = plinth_storage::Storage::open(shared.clone()).await.unwrap();
+    let routes = plinth_console::router(shared.clone()).merge(plinth_storage::router(storage));
+    let (routes, api) = routes.split_for_parts();
+    let app = plinth_shared::http::app(routes, api, &shared);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        plinth_shared::http::serve(listener, app, shared, std::future::pending()).await
+    });
+
+    let admin = Client::builder()
+        .base_url(&url)
+        .token(&backend.admin_token)
+        .max_retries(0)
+        .build()
+        .unwrap();
+    let project = CreateProject {
+        name: "sdk-storage".to_owned(),
+        quotas: None,
+    };
+    let project = admin.create_project(&project).await.unwrap();
+    let key = CreateKey {
+        name: "sdk".to_owned(),
+        scopes: vec![Scope::StorageRead, Scope::StorageWrite],
+        ..CreateKey::default()
+    };
+    let key = admin.create_key(&project.id, &key).await.unwrap();
+
+    Tenant {
+        client: admin.with_token(key.secret),
+        _backend: backend,
+    }
+}
+
+async fn create_bucket(client: &Client, name: &str) {
+    let bucket = CreateBucket {
+        name: name.to_owned(),
+        ..CreateBucket::default()
+    };
+    client.create_bucket(&bucket).await.unwrap();
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    digest(&SHA256, bytes).as_ref().try_into().unwrap()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Bytes no compressor or dedup would shortcut: a xorshift sequence.
+fn noise(len: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+fn code(result: Result<impl std::fmt::Debug, Error>) -> Option<ErrorCode> {
+    match result {
+        Ok(value) => panic!("expected an error, got {value:?}"),
+        Err(err) => err.code(),
+    }
+}
+
+async fn files_stream_up_and_down_and_copy_server_side(backend: TestBackend) {
+    let tenant = start(backend).await;
+    let client = &tenant.client;
+    create_bucket(client, "files").await;
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = noise(8 * 1024 * 1024 + 123);
+    let source = dir.path().join("source.bin");
+    tokio::fs::write(&source, &bytes).await.unwrap();
+
+    let options = PutOptions {
+        content_type: Some("application/x-test".to_owned()),
+        metadata: [("owner".to_owned(), "ada".to_owned())].into(),
+        checksum: Some(Checksum::Sha256(sha256(&bytes))),
+        ..PutOptions::default()
+    };
+    let key = "big files/ünï?#%.bin";
+    let info = client
+        .put_file("files", key, &source, &options)
+        .await
+        .unwrap();
+    assert_eq!((info.key.as_str(), info.size), (key, bytes.len() as u64));
+    assert_eq!(info.sha256, hex(&sha256(&bytes)));
+
+    let target = dir.path().join("target.bin");
+    let mut file = tokio::fs::File::create(&target).await.unwrap();
+    let head = client.download("files", key, &mut file).await.unwrap();
+    file.shutdown().await.unwrap();
+    let downloaded = tokio::fs::read(&target).await.unwrap();
+    assert_eq!(sha256(&downloaded), sha256(&bytes));
+    assert_eq!(
+        (head.size, head.etag.as_str()),
+        (info.size, info.etag.as_str())
+    );
+
+    let head = client.head_object("files", key).await.unwrap();
+    assert_eq!(head.content_type, "application/x-test");
+    assert_eq!(head.metadata["owner"], "ada");
+    let range = client.get_range("files", key, 1000, 1999).await.unwrap();
+    assert_eq!(&range[..], &bytes[1000..2000]);
+    let past_end = client.get_range("files", key, 1 << 40, (1 << 40) + 1).await;
+    assert_eq!(code(past_end), Some(ErrorCode::RangeNotSatisfiable));
+
+    let copy = client
+        .copy_object("files", "big files/ünï?#%.bin", "files", "copy.bin")
+        .await;
+    assert!(matches!(copy, Err(Error::InvalidHeader(_))), "{copy:?}");
+    client
+        .put_file("files", "plain.bin", &source, &PutOptions::default())
+        .await
+        .unwrap();
+    let copy = client
+        .copy_object("files", "plain.bin", "files", "copies/plain.bin")
+        .await
+        .unwrap();
+    assert_eq!(
+        (copy.size, copy.sha256.as_str()),
+        (info.size, info.sha256.as_str())
+    );
+
+    delete_and_refuse(client, key).await;
+}
+
+/// Deletes the object, and checks that conditions and checksums are enforced on the way.
+async fn delete_and_refuse(client: &Client, key: &str) {
+    let create_only = PutOptions {
+        if_none_match_any: true,
+        ..PutOptions::default()
+    };
+    let taken = client.put_object("files", key, "x", &create_only).await;
+    assert_eq!(code(taken), Some(ErrorCode::PreconditionFailed));
+    let corrupt = PutOptions {
+        checksum: Some(Checksum::Md5([0; 16])),
+        ..PutOptions::default()
+    };
+    let corrupt = client.put_object("files", "new.txt", "x", &corrupt).await;
+    assert_eq!(code(corrupt), Some(ErrorCode::ChecksumMismatch));
+
+    client.delete_object("files", key).await.unwrap();
+    let gone = client.head_object("files", key).await;
+    assert!(
+        matches!(&gone, Err(err) if err.status() == Some(404)),
+        "{gone:?}"
+    );
+    client.delete_object("files", key).await.unwrap();
+}
+
+async fn listings_follow_cursors_and_signed_urls_need_no_key(backend: TestBackend) {
+    let tenant = start(backend).await;
+    let client = &tenant.client;
+    create_bucket(client, "logs").await;
+    for day in 0..25 {
+        let key = format!("2025/{day:02}.log");
+        let body = format!("day {day}").into_bytes();
+        client
+            .put_object("logs", &key, body, &PutOptions::default())
+            .await
+            .unwrap();
+    }
+    let reader = std::io::Cursor::new(b"read from a reader".to_vec());
+    client
+        .put_reader("logs", "readme.txt", reader, &PutOptions::default())
+        .await
+        .unwrap();
+
+    let query = ListObjectsQuery {
+        prefix: Some("2025/".to_owned()),
+        limit: Some(10),
+        ..ListObjectsQuery::default()
+    };
+    let all: Vec<_> = client.list_all("logs", &query).try_collect().await.unwrap();
+    let keys: Vec<_> = all.iter().map(|object| object.key.clone()).collect();
+    let expected: Vec<_> = (0..25).map(|day| format!("2025/{day:02}.log")).collect();
+    assert_eq!(keys, expected);
+    let grouped = ListObjectsQuery {
+        delimiter: Some("/".to_owned()),
+        ..ListObjectsQuery::default()
+    };
+    let top = client.list_objects("logs", &grouped).await.unwrap();
+    assert_eq!(top.common_prefixes, ["2025/"]);
+    assert_eq!(top.objects.len(), 1);
+
+    let sign = SignUrl {
+        key: "readme.txt".to_owned(),
+        method: SignedMethod::Get,
+        expires_in: Some(60),
+        content_type: None,
+        max_size: None,
+    };
+    let signed = client.sign_url("logs", &sign).await.unwrap();
+    let url = client.resolve_signed_url(&signed).unwrap();
+    let fetched = reqwest::get(url).await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(&fetched.bytes().await.unwrap()[..], b"read from a reader");
+
+    manage_the_bucket(client).await;
+}
+
+/// Changes the bucket's settings, then deletes it, which needs `force` while it holds
+/// objects.
+async fn manage_the_bucket(client: &Client) {
+    let update = UpdateBucket {
+        public_read: Some(true),
+        ..UpdateBucket::default()
+    };
+    assert!(
+        client
+            .update_bucket("logs", &update)
+            .await
+            .unwrap()
+            .public_read
+    );
+    let names: Vec<_> = client.list_buckets().await.unwrap();
+    assert_eq!(names.len(), 1);
+
+    let refused = client.delete_bucket("logs", false).await;
+    assert_eq!(code(refused), Some(ErrorCode::BucketNotEmpty));
+    client.delete_bucket("logs", true).await.unwrap();
+    let gone = client.get_bucket("logs").await;
+    assert_eq!(code(gone), Some(ErrorCode::BucketNotFound));
+}
+
+#[tokio::test]
+async fn keys_the_server_would_misread_are_refused_before_sending() {
+    // Nothing listens here: a request that left the client would fail as transport.
+    let client = Client::builder()
+        .base_url("http://127.0.0.1:9")
+        .max_retries(0)
+        .build()
+        .unwrap();
+
+    let result = client.get_object("bucket", "a/../b").await;
+
+    assert!(matches!(result, Err(Error::InvalidKey(_))), "{result:?}");
+}
+
+backend_tests!(
+    files_stream_up_and_down_and_copy_server_side,
+    listings_follow_cursors_and_signed_urls_need_no_key,
+);
