@@ -1,0 +1,230 @@
+//! Durability: SIGKILL the real server during concurrent uploads, restart it, and check that
+//! every acknowledged object reads back whole, that nothing partial is visible, that the
+//! quota gauges equal what is stored, and that no orphaned blob file is left.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const PLINTH: &str = env!("CARGO_BIN_EXE_plinth");
+
+/// Uploads acknowledged before the kill, at least; the load stops by itself after this many
+/// or after a few seconds, whichever comes first.
+const WANTED_ACKS: usize = 60;
+
+struct Serve {
+    child: Child,
+    url: String,
+}
+
+fn serve(data_dir: &Path) -> Serve {
+    let mut child = Command::new(PLINTH)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("PLINTH_DATA_DIR", data_dir)
+        .env("PLINTH_LOG_LEVEL", "warn")
+        .env_remove("PLINTH_ADMIN_TOKEN")
+        .env_remove("PLINTH_DATABASE_URL")
+        .env_remove("PLINTH_STORAGE_URL")
+        .current_dir(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start plinth serve");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("plinth serve exited before listening")
+            .unwrap();
+        if let Some(url) = line.strip_prefix("plinth listening on ") {
+            break url.to_owned();
+        }
+    };
+    Serve { child, url }
+}
+
+/// The bytes of object `i`: a size and pattern of its own, so any mix-up shows.
+fn content(i: usize) -> Vec<u8> {
+    let len = (i * 7919) % 300_000 + 1;
+    (0..len).map(|j| ((i * 31 + j * 7) % 251) as u8).collect()
+}
+
+async fn json(request: reqwest::RequestBuilder) -> Value {
+    let response = request.send().await.unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    response.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_uploads_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve(dir.path());
+    let admin = std::fs::read_to_string(dir.path().join("admin_token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let http = reqwest::Client::new();
+
+    let project = json(
+        http.post(format!("{}/console/v1/projects", server.url))
+            .bearer_auth(&admin)
+            .json(&json!({"name": "crash"})),
+    )
+    .await;
+    let project_id = project["id"].as_str().unwrap().to_owned();
+    let key = json(
+        http.post(format!(
+            "{}/console/v1/projects/{project_id}/keys",
+            server.url
+        ))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "load", "scopes": ["storage:read", "storage:write"]})),
+    )
+    .await;
+    let secret = key["secret"].as_str().unwrap().to_owned();
+    json(
+        http.post(format!("{}/storage/v1/buckets", server.url))
+            .bearer_auth(&secret)
+            .json(&json!({"name": "load"})),
+    )
+    .await;
+
+    // 16 writers, each its own keys, until enough are acknowledged; then SIGKILL mid-flight.
+    let acked = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let writers: Vec<_> = (0..16)
+        .map(|writer| {
+            let (http, url, secret, acked) = (
+                http.clone(),
+                server.url.clone(),
+                secret.clone(),
+                acked.clone(),
+            );
+            tokio::spawn(async move {
+                for round in 0..1000 {
+                    let i = round * 16 + writer;
+                    let put = http
+                        .put(format!("{url}/storage/v1/buckets/load/objects/obj-{i}"))
+                        .bearer_auth(&secret)
+                        .body(content(i))
+                        .send()
+                        .await;
+                    match put {
+                        Ok(response) if response.status() == 200 => acked.lock().unwrap().push(i),
+                        _ => return,
+                    }
+                    if Instant::now() > deadline {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    while acked.lock().unwrap().len() < WANTED_ACKS && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    server.child.wait().unwrap();
+    futures::future::join_all(writers).await;
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 10,
+        "too few uploads were acknowledged to test anything: {}",
+        acked.len()
+    );
+
+    let server = serve(dir.path());
+    // Every acknowledged object reads back whole.
+    for &i in &acked {
+        let got = http
+            .get(format!(
+                "{}/storage/v1/buckets/load/objects/obj-{i}",
+                server.url
+            ))
+            .bearer_auth(&secret)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            got.status(),
+            200,
+            "acknowledged obj-{i} is missing after the crash"
+        );
+        assert!(
+            got.bytes().await.unwrap().as_ref() == content(i).as_slice(),
+            "obj-{i} is damaged"
+        );
+    }
+    // Whatever else is visible is whole too (an upload may commit just before its answer was
+    // lost), and the gauges equal exactly what is stored.
+    let listing = json(
+        http.get(format!(
+            "{}/storage/v1/buckets/load/objects?limit=1000",
+            server.url
+        ))
+        .bearer_auth(&secret),
+    )
+    .await;
+    let objects = listing["objects"].as_array().unwrap();
+    let mut stored_bytes = 0;
+    for object in objects {
+        let key = object["key"].as_str().unwrap();
+        let i: usize = key.trim_start_matches("obj-").parse().unwrap();
+        assert_eq!(
+            object["size"].as_u64().unwrap(),
+            content(i).len() as u64,
+            "{key} is partial"
+        );
+        stored_bytes += content(i).len() as u64;
+    }
+    eprintln!(
+        "crash test: {} acknowledged, {} visible after restart",
+        acked.len(),
+        objects.len()
+    );
+    assert!(objects.len() >= acked.len());
+    let quotas = json(
+        http.get(format!(
+            "{}/console/v1/projects/{project_id}/quotas",
+            server.url
+        ))
+        .bearer_auth(&admin),
+    )
+    .await;
+    assert_eq!(
+        quotas["usage"]["objects"].as_u64().unwrap(),
+        objects.len() as u64
+    );
+    assert_eq!(
+        quotas["usage"]["stored_bytes"].as_u64().unwrap(),
+        stored_bytes
+    );
+
+    // The restart removed what the crash left: one blob file per object, no temporary file.
+    let blobs = dir.path().join("blobs");
+    let temporary = std::fs::read_dir(blobs.join("tmp")).unwrap().count();
+    assert_eq!(temporary, 0);
+    let files: usize = std::fs::read_dir(&blobs)
+        .unwrap()
+        .flatten()
+        .filter(|entry| entry.file_name() != "tmp")
+        .map(|entry| std::fs::read_dir(entry.path()).unwrap().count())
+        .sum();
+    assert_eq!(files, objects.len());
+
+    let pid = server.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let mut child = server.child;
+    child.wait().unwrap();
+}
