@@ -270,6 +270,140 @@ async fn keys_the_server_would_misread_are_refused_before_sending() {
     assert!(matches!(result, Err(Error::InvalidKey(_))), "{result:?}");
 }
 
+/// An endless-looking source of pseudo-random bytes that holds none of them: `len` bytes of
+/// a xorshift sequence, produced as they are read.
+struct Generated {
+    state: u64,
+    left: u64,
+}
+
+impl tokio::io::AsyncRead for Generated {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let n = (buf.remaining() as u64).min(self.left) as usize / 8 * 8;
+        let n = if n == 0 {
+            (self.left as usize).min(buf.remaining())
+        } else {
+            n
+        };
+        let mut chunk = Vec::with_capacity(n);
+        while chunk.len() < n {
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            let word = self.state.to_le_bytes();
+            let take = (n - chunk.len()).min(8);
+            chunk.extend_from_slice(&word[..take]);
+        }
+        buf.put_slice(&chunk);
+        self.left -= n as u64;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// A sink that keeps only the SHA-256 and the length of what is written to it.
+struct Hashing {
+    context: aws_lc_rs::digest::Context,
+    len: u64,
+}
+
+impl tokio::io::AsyncWrite for Hashing {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.context.update(buf);
+        self.len += buf.len() as u64;
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// The process's peak resident memory so far, in bytes (Linux).
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// A 1 GiB object goes up from a reader and comes down into a writer, client and server in
+/// this one process, without the process's peak memory growing by more than a few chunks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gibibyte_round_trips_with_bounded_memory() {
+    const SIZE: u64 = 1 << 30;
+    let tenant = start(TestBackend::sqlite()).await;
+    create_bucket(&tenant.client, "large").await;
+    let before = peak_rss();
+
+    let mut expected = aws_lc_rs::digest::Context::new(&SHA256);
+    let mut copy = Generated {
+        state: 0x9e37_79b9_7f4a_7c15,
+        left: SIZE,
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let mut read = tokio::io::ReadBuf::new(&mut buf);
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        let _ = tokio::io::AsyncRead::poll_read(std::pin::Pin::new(&mut copy), &mut cx, &mut read);
+        if read.filled().is_empty() {
+            break;
+        }
+        expected.update(read.filled());
+    }
+    let expected = hex(expected.finish().as_ref());
+
+    let source = Generated {
+        state: 0x9e37_79b9_7f4a_7c15,
+        left: SIZE,
+    };
+    let stored = tenant
+        .client
+        .put_reader("large", "gib.bin", source, &PutOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(stored.size, SIZE);
+    assert_eq!(stored.sha256, expected, "the server hashed what was sent");
+
+    let mut sink = Hashing {
+        context: aws_lc_rs::digest::Context::new(&SHA256),
+        len: 0,
+    };
+    tenant
+        .client
+        .download("large", "gib.bin", &mut sink)
+        .await
+        .unwrap();
+    assert_eq!(sink.len, SIZE);
+    assert_eq!(hex(sink.context.finish().as_ref()), expected);
+
+    let growth = peak_rss().saturating_sub(before);
+    eprintln!("1 GiB round trip: peak memory grew by {} MiB", growth >> 20);
+    assert!(
+        growth < 128 << 20,
+        "peak memory grew by {} MiB for a 1 GiB object",
+        growth >> 20
+    );
+}
+
 backend_tests!(
     files_stream_up_and_down_and_copy_server_side,
     listings_follow_cursors_and_signed_urls_need_no_key,
