@@ -591,6 +591,19 @@ async fn other_projects_see_nothing(backend: TestBackend) {
         200
     );
 
+    let upload: Value = server
+        .http
+        .post(server.url("/buckets/private/uploads"))
+        .bearer_auth(&owner)
+        .json(&json!({"key": "secret.txt"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let upload = upload["upload_id"].as_str().unwrap().to_owned();
+
     // The stranger gets exactly what a missing bucket gives, on every route.
     for bucket in ["private", "missing"] {
         let base = server.url(&format!("/buckets/{bucket}"));
@@ -602,6 +615,29 @@ async fn other_projects_see_nothing(backend: TestBackend) {
             server.http.get(&object),
             server.http.put(&object).body("x"),
             server.http.delete(&object),
+            server.http.get(format!("{base}/objects?prefix=")),
+            server
+                .http
+                .put(&object)
+                .header("x-plinth-copy-source", format!("{bucket}/secret.txt")),
+            server
+                .http
+                .post(format!("{base}/uploads"))
+                .json(&json!({"key": "secret.txt"})),
+            server.http.get(format!("{base}/uploads/{upload}/parts")),
+            server
+                .http
+                .put(format!("{base}/uploads/{upload}/parts/1"))
+                .body("x"),
+            server
+                .http
+                .post(format!("{base}/uploads/{upload}/complete"))
+                .json(&json!({"parts": []})),
+            server.http.delete(format!("{base}/uploads/{upload}")),
+            server
+                .http
+                .post(format!("{base}/signed-urls"))
+                .json(&json!({"key": "secret.txt", "method": "GET"})),
         ];
         for request in requests {
             let response = request.bearer_auth(&stranger).send().await.unwrap();
