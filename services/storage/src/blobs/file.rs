@@ -5,8 +5,11 @@
 //! way, synced, renamed into place, and the directory synced, all before the metadata row
 //! that makes it visible commits; so a crash leaves either nothing visible or the whole blob.
 
+use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -25,6 +28,53 @@ const READ_CHUNK: usize = 64 * 1024;
 #[derive(Clone, Debug)]
 pub struct FileBlobs {
     root: PathBuf,
+    syncs: Arc<DirSyncs>,
+}
+
+/// Group commit of directory syncs: a rename is durable once its directory is synced, and
+/// one sync covers every rename made before it began. Concurrent writers into a directory
+/// therefore wait for one shared sync instead of queueing one each.
+#[derive(Debug, Default)]
+struct DirSyncs {
+    dirs: std::sync::Mutex<HashMap<PathBuf, Arc<DirSync>>>,
+    /// Directory syncs actually performed, for tests.
+    performed: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct DirSync {
+    /// Renames announced so far.
+    requested: AtomicU64,
+    /// Renames covered by a completed sync.
+    synced: AtomicU64,
+    /// One sync at a time per directory.
+    running: tokio::sync::Mutex<()>,
+}
+
+impl DirSyncs {
+    /// Makes the renames done so far in `dir` durable, sharing the sync with concurrent
+    /// callers.
+    async fn sync(&self, dir: &Path) -> io::Result<()> {
+        let entry = {
+            let mut dirs = self
+                .dirs
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            dirs.entry(dir.to_owned()).or_default().clone()
+        };
+        // This caller's rename happened before this point, so a sync that starts after it
+        // (one that reads `requested` at or above `mine`) covers it.
+        let mine = entry.requested.fetch_add(1, Ordering::AcqRel) + 1;
+        let _running = entry.running.lock().await;
+        if entry.synced.load(Ordering::Acquire) >= mine {
+            return Ok(());
+        }
+        let covers = entry.requested.load(Ordering::Acquire);
+        sync_dir(dir).await?;
+        self.performed.fetch_add(1, Ordering::Relaxed);
+        entry.synced.fetch_max(covers, Ordering::AcqRel);
+        Ok(())
+    }
 }
 
 impl FileBlobs {
@@ -36,7 +86,10 @@ impl FileBlobs {
     pub async fn open(root: impl Into<PathBuf>) -> io::Result<FileBlobs> {
         let root = root.into();
         fs::create_dir_all(root.join("tmp")).await?;
-        Ok(FileBlobs { root })
+        Ok(FileBlobs {
+            root,
+            syncs: Arc::default(),
+        })
     }
 
     fn path_of(&self, blob_id: &str) -> PathBuf {
@@ -89,7 +142,7 @@ impl FileBlobs {
             sha256.update(&chunk);
             file.write_all(&chunk).await?;
         }
-        // TODO(#3): share fsyncs between concurrent writes (group commit).
+        // The file's own data must reach the disk; the directory sync below is shared.
         file.sync_all().await?;
         drop(file);
 
@@ -97,7 +150,7 @@ impl FileBlobs {
         let dir = path.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir).await?;
         fs::rename(temp, &path).await?;
-        sync_dir(dir).await?;
+        self.syncs.sync(dir).await?;
         let sha256: [u8; 32] = sha256.finish().as_ref().try_into().unwrap_or([0; 32]);
         Ok(Written {
             blob_id: blob_id.to_owned(),
@@ -183,7 +236,7 @@ impl FileBlobs {
                 return Err(err);
             }
         }
-        sync_dir(&dir).await?;
+        self.syncs.sync(&dir).await?;
         Ok(blob_id)
     }
 
@@ -292,6 +345,29 @@ mod tests {
         blobs.delete(&written.blob_id).await.unwrap();
         assert!(!blobs.exists(&written.blob_id).await);
         blobs.delete(&written.blob_id).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_share_directory_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = FileBlobs::open(dir.path()).await.unwrap();
+        let target = dir.path().join("shared");
+        std::fs::create_dir_all(&target).unwrap();
+        let calls: Vec<_> = (0..64)
+            .map(|_| {
+                let (blobs, target) = (blobs.clone(), target.clone());
+                tokio::spawn(async move { blobs.syncs.sync(&target).await })
+            })
+            .collect();
+        for call in futures::future::join_all(calls).await {
+            call.unwrap().unwrap();
+        }
+        let performed = blobs.syncs.performed.load(Ordering::Relaxed);
+        assert!((1..=64).contains(&performed));
+        // Each caller is covered: a sync after the last announcement has happened.
+        let entry = blobs.syncs.dirs.lock().unwrap()[&target].clone();
+        assert_eq!(entry.synced.load(Ordering::Acquire), 64);
+        eprintln!("64 concurrent directory syncs took {performed} fsyncs");
     }
 
     #[tokio::test]
