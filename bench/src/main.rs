@@ -6,6 +6,9 @@
 //! single-threaded runtime, so wall time per request is CPU time per request and the network
 //! adds no noise. Rounds alternate between the variants; the median round is reported.
 
+mod storage;
+
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -36,12 +39,23 @@ struct Args {
     /// Rounds per variant.
     #[arg(long, default_value_t = 7)]
     rounds: u32,
+    /// The `plinth` binary (storage).
+    #[arg(long, default_value = "target/release/plinth")]
+    plinth: PathBuf,
+    /// The SeaweedFS `weed` binary (storage).
+    #[arg(long, default_value = "weed")]
+    weed: PathBuf,
+    /// The nginx binary (storage).
+    #[arg(long, default_value = "nginx")]
+    nginx: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Bench {
     /// Auth and quota overhead per request.
     Auth,
+    /// Object PUT and GET against nginx and SeaweedFS.
+    Storage,
 }
 
 /// Requests per variant before the benchmark switches to the next one.
@@ -170,5 +184,15 @@ fn main() -> anyhow::Result<()> {
         .context("start the runtime")?;
     match args.bench {
         Bench::Auth => runtime.block_on(auth_bench(&args)),
+        Bench::Storage => {
+            let binaries = storage::Binaries {
+                plinth: args.plinth.clone(),
+                weed: args.weed.clone(),
+                nginx: args.nginx.clone(),
+            };
+            // The client needs more than one thread to keep 64 requests in flight.
+            let runtime = tokio::runtime::Runtime::new().context("start the runtime")?;
+            runtime.block_on(storage::run(&binaries))
+        }
     }
 }

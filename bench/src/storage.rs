@@ -1,0 +1,443 @@
+//! `storage`: PUT and GET throughput and latency for small, medium and large objects at
+//! several concurrencies, against Plinth (file backend, a real `plinth serve`), nginx serving
+//! the same files (the ceiling for GET) and SeaweedFS's S3 server (the peer), in one run; and
+//! Plinth's peak memory while it streams a 2 GiB object up and down.
+//!
+//! All three are separate processes on loopback, driven by the same client (reqwest), so the
+//! client's cost is the same for each. SeaweedFS runs without credentials (its anonymous
+//! mode), so it does no signature check, where Plinth authenticates every request.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use serde_json::{Value, json};
+
+/// Object sizes measured, with their labels.
+const SIZES: &[(&str, usize)] = &[("4 KiB", 4 << 10), ("1 MiB", 1 << 20), ("64 MiB", 64 << 20)];
+
+/// Concurrencies measured.
+const CONCURRENCY: &[usize] = &[1, 16, 64];
+
+/// How to start the servers.
+#[derive(Debug, Clone)]
+pub(crate) struct Binaries {
+    pub(crate) plinth: PathBuf,
+    pub(crate) weed: PathBuf,
+    pub(crate) nginx: PathBuf,
+}
+
+/// A running server process, stopped when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Returns a loopback port that is free, and whose + 10000 twin is free too (SeaweedFS
+/// takes that one for gRPC). Calls walk upwards from a point set by the process id, so
+/// concurrent runs and consecutive calls do not collide.
+fn free_port() -> anyhow::Result<u16> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let start = 20000 + std::process::id() % 9000;
+    for _ in 0..1000 {
+        let port = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 10000 + 20000;
+        let port = u16::try_from(port)?;
+        let both = [port, port + 10000]
+            .iter()
+            .all(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok());
+        if both {
+            return Ok(port);
+        }
+    }
+    bail!("no free port pair")
+}
+
+async fn wait_until_up(url: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if http.get(url).send().await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("{url} did not come up")
+}
+
+/// One system under test: where objects go, and how to authenticate.
+struct Target {
+    name: &'static str,
+    base: String,
+    token: Option<String>,
+    can_put: bool,
+}
+
+impl Target {
+    fn url(&self, key: &str) -> String {
+        format!("{}{key}", self.base)
+    }
+
+    fn request(
+        &self,
+        http: &reqwest::Client,
+        method: reqwest::Method,
+        key: &str,
+    ) -> reqwest::RequestBuilder {
+        let request = http.request(method, self.url(key));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+}
+
+/// The result of one cell: throughput and latency percentiles.
+struct Cell {
+    ops_per_sec: f64,
+    mb_per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn run_cell(
+    http: &reqwest::Client,
+    target: &Arc<Target>,
+    put: bool,
+    size: usize,
+    concurrency: usize,
+    ops: usize,
+) -> anyhow::Result<Cell> {
+    let body = bytes::Bytes::from(vec![0x5au8; size]);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (http, target, next, body) =
+                (http.clone(), target.clone(), next.clone(), body.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= ops {
+                        return Ok::<_, anyhow::Error>(latencies);
+                    }
+                    let t = Instant::now();
+                    let response = if put {
+                        let key = format!("put-{size}-{i}");
+                        target
+                            .request(&http, reqwest::Method::PUT, &key)
+                            .body(body.clone())
+                            .send()
+                            .await?
+                    } else {
+                        let key = format!("get-{size}-{}", i % 16);
+                        target
+                            .request(&http, reqwest::Method::GET, &key)
+                            .send()
+                            .await?
+                    };
+                    ensure!(
+                        response.status().is_success(),
+                        "{} answered {}",
+                        target.name,
+                        response.status()
+                    );
+                    let got = response.bytes().await?;
+                    ensure!(
+                        put || got.len() == size,
+                        "{} sent {} bytes",
+                        target.name,
+                        got.len()
+                    );
+                    latencies.push(t.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(ops);
+    for worker in futures::future::join_all(workers).await {
+        latencies.extend(worker??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Ok(Cell {
+        ops_per_sec: ops as f64 / elapsed,
+        mb_per_sec: (ops * size) as f64 / elapsed / 1e6,
+        p50: at(0.50),
+        p99: at(0.99),
+    })
+}
+
+fn ops_for(size: usize, concurrency: usize) -> usize {
+    match size {
+        s if s <= 4 << 10 => 2000.max(concurrency * 20),
+        s if s <= 1 << 20 => 300.max(concurrency * 4),
+        _ => concurrency.max(8),
+    }
+}
+
+/// Starts `plinth serve` on a fresh data dir; returns it with a key's secret.
+async fn start_plinth(
+    binaries: &Binaries,
+    dir: &Path,
+) -> anyhow::Result<(Process, String, String)> {
+    let port = free_port()?;
+    let admin = format!("bench-admin-{}", std::process::id()).repeat(2);
+    let mut child = Command::new(&binaries.plinth)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("PLINTH_DATA_DIR", dir)
+        .env("PLINTH_ADMIN_TOKEN", &admin)
+        .env("PLINTH_LOG_LEVEL", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("start {}", binaries.plinth.display()))?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let process = Process(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines.next().context("plinth exited")??;
+        if let Some(url) = line.strip_prefix("plinth listening on ") {
+            break url.to_owned();
+        }
+    };
+    let http = reqwest::Client::new();
+    let post = |path: &str, token: &str, body: Value| {
+        http.post(format!("{url}{path}"))
+            .bearer_auth(token.to_owned())
+            .json(&body)
+            .send()
+    };
+    let project: Value = post("/console/v1/projects", &admin, json!({"name": "bench"}))
+        .await?
+        .json()
+        .await?;
+    let id = project["id"].as_str().context("project id")?;
+    let key: Value = post(
+        &format!("/console/v1/projects/{id}/keys"),
+        &admin,
+        json!({"name": "bench", "scopes": ["storage:read", "storage:write"]}),
+    )
+    .await?
+    .json()
+    .await?;
+    let secret = key["secret"].as_str().context("secret")?.to_owned();
+    ensure!(
+        post("/storage/v1/buckets", &secret, json!({"name": "bench"}))
+            .await?
+            .status()
+            .is_success()
+    );
+    Ok((process, url, secret))
+}
+
+fn start_weed(binaries: &Binaries, dir: &Path) -> anyhow::Result<(Process, String)> {
+    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect::<Result<_, _>>()?;
+    let child = Command::new(&binaries.weed)
+        .arg(format!("-logdir={}", dir.display()))
+        .args([
+            "mini",
+            &format!("-dir={}", dir.display()),
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+        ])
+        .args([
+            "-master.telemetry=false",
+            "-admin.ui=false",
+            "-webdav=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+        ])
+        .arg(format!("-s3.port={}", ports[0]))
+        .arg(format!("-master.port={}", ports[1]))
+        .arg(format!("-volume.port={}", ports[2]))
+        .arg(format!("-filer.port={}", ports[3]))
+        .arg(format!("-admin.port={}", ports[4]))
+        .arg("-bucket=bench")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("start {}", binaries.weed.display()))?;
+    Ok((Process(child), format!("http://127.0.0.1:{}", ports[0])))
+}
+
+fn start_nginx(binaries: &Binaries, dir: &Path) -> anyhow::Result<(Process, String)> {
+    let port = free_port()?;
+    let root = dir.join("www");
+    std::fs::create_dir_all(&root)?;
+    for (_, size) in SIZES {
+        for i in 0..16 {
+            std::fs::write(root.join(format!("get-{size}-{i}")), vec![0x5au8; *size])?;
+        }
+    }
+    let prefix = dir.display();
+    let conf = format!(
+        "worker_processes 2; pid {prefix}/nginx.pid; error_log {prefix}/error.log;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{ access_log off; sendfile on; client_body_temp_path {prefix}/body;\n\
+         proxy_temp_path {prefix}/proxy; fastcgi_temp_path {prefix}/fastcgi;\n\
+         uwsgi_temp_path {prefix}/uwsgi; scgi_temp_path {prefix}/scgi;\n\
+         server {{ listen 127.0.0.1:{port}; root {root}; }} }}\n",
+        root = root.display()
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::File::create(&path)?.write_all(conf.as_bytes())?;
+    let child = Command::new(&binaries.nginx)
+        .args([
+            "-p",
+            &prefix.to_string(),
+            "-c",
+            &path.display().to_string(),
+            "-g",
+            "daemon off;",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("start {}", binaries.nginx.display()))?;
+    Ok((Process(child), format!("http://127.0.0.1:{port}/")))
+}
+
+fn peak_rss_of(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .context("VmHWM")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("value")?
+        .parse::<u64>()?
+        * 1024)
+}
+
+/// Streams a 2 GiB object up and down through Plinth and returns its peak memory.
+async fn two_gib_rss(plinth: &Process, target: &Target) -> anyhow::Result<u64> {
+    const SIZE: usize = 2 << 30;
+    let chunk = bytes::Bytes::from(vec![0x33u8; 1 << 20]);
+    let chunks =
+        futures::stream::iter((0..SIZE >> 20).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let http = reqwest::Client::new();
+    let put = target
+        .request(&http, reqwest::Method::PUT, "two-gib")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await?;
+    ensure!(
+        put.status().is_success(),
+        "2 GiB PUT answered {}",
+        put.status()
+    );
+    let mut got = target
+        .request(&http, reqwest::Method::GET, "two-gib")
+        .send()
+        .await?;
+    let mut len = 0;
+    while let Some(piece) = got.chunk().await? {
+        len += piece.len();
+    }
+    ensure!(len == SIZE, "2 GiB GET gave {len} bytes");
+    peak_rss_of(plinth.0.id())
+}
+
+/// Runs the storage benchmark and prints its tables.
+pub(crate) async fn run(binaries: &Binaries) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (plinth, plinth_url, secret) = start_plinth(binaries, &dir.path().join("plinth")).await?;
+    let (weed, weed_url) = start_weed(binaries, &{
+        let d = dir.path().join("weed");
+        std::fs::create_dir_all(&d)?;
+        d
+    })?;
+    let (nginx, nginx_url) = start_nginx(binaries, dir.path())?;
+    wait_until_up(&weed_url).await?;
+    wait_until_up(&nginx_url).await?;
+
+    let targets = [
+        Arc::new(Target {
+            name: "Plinth",
+            base: format!("{plinth_url}/storage/v1/buckets/bench/objects/"),
+            token: Some(secret),
+            can_put: true,
+        }),
+        Arc::new(Target {
+            name: "SeaweedFS S3",
+            base: format!("{weed_url}/bench/"),
+            token: None,
+            can_put: true,
+        }),
+        Arc::new(Target {
+            name: "nginx",
+            base: nginx_url.clone(),
+            token: None,
+            can_put: false,
+        }),
+    ];
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(128)
+        .build()?;
+    // The objects every GET reads.
+    for target in targets.iter().filter(|t| t.can_put) {
+        for (_, size) in SIZES {
+            for i in 0..16 {
+                let key = format!("get-{size}-{i}");
+                let response = target
+                    .request(&http, reqwest::Method::PUT, &key)
+                    .body(vec![0x5au8; *size])
+                    .send()
+                    .await?;
+                ensure!(
+                    response.status().is_success(),
+                    "{} seeding answered {}",
+                    target.name,
+                    response.status()
+                );
+            }
+        }
+    }
+
+    println!("| op | size | conc | system | ops/s | MB/s | p50 ms | p99 ms | ratio to Plinth |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for put in [true, false] {
+        for (label, size) in SIZES {
+            for &concurrency in CONCURRENCY {
+                let ops = ops_for(*size, concurrency);
+                let mut plinth_ops = None;
+                for target in &targets {
+                    if put && !target.can_put {
+                        continue;
+                    }
+                    let cell = run_cell(&http, target, put, *size, concurrency, ops).await?;
+                    let base = *plinth_ops.get_or_insert(cell.ops_per_sec);
+                    println!(
+                        "| {} | {label} | {concurrency} | {} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} |",
+                        if put { "PUT" } else { "GET" },
+                        target.name,
+                        cell.ops_per_sec,
+                        cell.mb_per_sec,
+                        cell.p50.as_secs_f64() * 1e3,
+                        cell.p99.as_secs_f64() * 1e3,
+                        cell.ops_per_sec / base,
+                    );
+                }
+            }
+        }
+    }
+
+    let rss = two_gib_rss(&plinth, &targets[0]).await?;
+    println!(
+        "\nPlinth peak RSS after streaming a 2 GiB object up and down: {} MiB",
+        rss >> 20
+    );
+    drop((plinth, weed, nginx));
+    Ok(())
+}
