@@ -18,6 +18,11 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
+/// The largest JSON body the server accepts, placed in each request's extensions by the HTTP
+/// stack so that [`Json`] can refuse a declared-oversize body without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JsonBodyLimit(pub usize);
+
 /// A JSON body, parsed strictly: the body must be `application/json`, within the body limit,
 /// and match the type (unknown fields are refused where the type says so).
 #[derive(Clone, Copy, Debug, Default)]
@@ -42,6 +47,18 @@ where
             });
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
+        }
+        // A body declared larger than the limit is refused before any of it is read.
+        let limit = req.extensions().get::<JsonBodyLimit>().map(|limit| limit.0);
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<usize>().ok());
+        if let (Some(limit), Some(declared)) = (limit, declared)
+            && declared > limit
+        {
+            return Err(ApiError::PayloadTooLarge);
         }
         let bytes = Bytes::from_request(req, state)
             .await

@@ -388,13 +388,6 @@ async fn bad_input_gets_specific_codes_and_changes_nothing(backend: TestBackend)
             "unsupported_media_type",
         ),
         (
-            "oversize",
-            json!({"name": "x".repeat(2 << 20)}).to_string(),
-            "application/json",
-            413,
-            "payload_too_large",
-        ),
-        (
             "bad quota",
             json!({"name": "delta", "quotas": {"requests_per_second": 0}}).to_string(),
             "application/json",
@@ -419,6 +412,26 @@ async fn bad_input_gets_specific_codes_and_changes_nothing(backend: TestBackend)
         assert_eq!(body.code, code, "{what}: {}", body.message);
         assert!(body.request_id.is_some(), "{what}");
     }
+
+    // An oversize body is answered as soon as its declared length exceeds the limit. The
+    // request is written by hand, headers only: a client still streaming the body races the
+    // server's close of the connection and may see a reset in place of the 413 (hyper does
+    // not drain unread bodies), which would test the client, not the server.
+    let oversize = raw_request(
+        &server.url,
+        &format!(
+            "POST /console/v1/projects HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            2 << 20
+        ),
+    )
+    .await;
+    assert!(oversize.starts_with("HTTP/1.1 413"), "{oversize}");
+    assert!(
+        oversize.contains("\"code\":\"payload_too_large\""),
+        "{oversize}"
+    );
+    assert!(oversize.contains("\"request_id\":\""), "{oversize}");
 
     let keys_url = format!("{}/console/v1/projects/{}/keys", server.url, alpha.id);
     let key_cases = [
@@ -516,6 +529,18 @@ async fn bad_input_gets_specific_codes_and_changes_nothing(backend: TestBackend)
         bad_cursor.json::<ErrorBody>().await.unwrap().code,
         "invalid_cursor"
     );
+}
+
+/// Sends `request` as written and returns the whole response as text.
+async fn raw_request(url: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let address = url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    String::from_utf8_lossy(&response).into_owned()
 }
 
 async fn errors_are_json_with_a_request_id(backend: TestBackend) {

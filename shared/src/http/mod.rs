@@ -22,6 +22,7 @@ use tower_http::trace::TraceLayer;
 
 pub use self::ops::metrics_handle;
 use crate::config::Config;
+use crate::extract::JsonBodyLimit;
 use crate::shared::Shared;
 
 /// The header that carries the request id, generated when the client sends none.
@@ -37,6 +38,7 @@ pub fn app(routes: Router, api: utoipa::openapi::OpenApi, shared: &Shared) -> Ro
         .merge(ops::router(shared.clone(), api))
         .fallback(errors::route_not_found)
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
+        .layer(axum::Extension(JsonBodyLimit(config.body_limit_bytes)))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
