@@ -253,7 +253,9 @@ impl S3Blobs {
                 }
             })?;
         let reader = object.body.into_async_read();
-        Ok(ReaderStream::new(reader).map_err(io::Error::other).boxed())
+        Ok(ReaderStream::with_capacity(reader, super::file::READ_CHUNK)
+            .map_err(io::Error::other)
+            .boxed())
     }
 
     /// Deletes a blob; S3 answers the same whether it existed.
@@ -312,7 +314,7 @@ impl S3Blobs {
                     .await
                     .map_err(s3_error)?;
                 let reader = object.body.into_async_read();
-                Ok::<_, io::Error>(ReaderStream::new(reader))
+                Ok::<_, io::Error>(ReaderStream::with_capacity(reader, super::file::READ_CHUNK))
             })
             .try_flatten()
             .map_err(axum::Error::new)
