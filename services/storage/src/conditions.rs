@@ -113,6 +113,11 @@ pub(crate) struct WriteConditions {
 }
 
 impl WriteConditions {
+    /// Returns whether the request states no condition at all.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.if_match.is_none() && self.if_none_match.is_none()
+    }
+
     /// Reads `If-Match` and `If-None-Match`.
     ///
     /// # Errors

@@ -153,16 +153,26 @@ pub async fn get_object(
     path: ObjectPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    read_as_caller(&storage, &caller, &path, &headers, Serve::Bytes).await
+}
+
+/// GET or HEAD by a credential: authorised for the object, then served.
+async fn read_as_caller(
+    storage: &Storage,
+    caller: &Caller,
+    path: &ObjectPath,
+    headers: &HeaderMap,
+    what: Serve,
+) -> Result<Response, ApiError> {
     let (bucket_name, key) = path.parse()?;
     caller.authorize(Scope::StorageRead, &key.resource(&bucket_name))?;
-    let project_id = project_of(&caller)?;
     serve(
-        &storage,
-        project_id,
+        storage,
+        project_of(caller)?,
         &bucket_name,
         &key,
-        &headers,
-        Serve::Bytes,
+        headers,
+        what,
     )
     .await
 }
@@ -272,18 +282,7 @@ pub async fn head_object(
     path: ObjectPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (bucket_name, key) = path.parse()?;
-    caller.authorize(Scope::StorageRead, &key.resource(&bucket_name))?;
-    let project_id = project_of(&caller)?;
-    serve(
-        &storage,
-        project_id,
-        &bucket_name,
-        &key,
-        &headers,
-        Serve::Headers,
-    )
-    .await
+    read_as_caller(&storage, &caller, &path, &headers, Serve::Headers).await
 }
 
 #[cfg(test)]

@@ -244,16 +244,16 @@ pub(crate) async fn store(
         return Err(ApiError::ContentTypeNotAllowed(upload.content_type));
     }
     // Checked before the body is read, to spare a doomed upload; checked again inside the
-    // writing transaction, where it counts.
-    let current = {
+    // writing transaction, where it counts. A PUT without conditions skips the lookup.
+    if !conditions.is_empty() {
         let mut conn = storage.shared.store().pool().acquire().await?;
-        match meta::get_object(&mut conn, &bucket, key).await {
+        let current = match meta::get_object(&mut conn, &bucket, key).await {
             Ok(row) => Some(row.info.etag),
             Err(ApiError::ObjectNotFound(_)) => None,
             Err(err) => return Err(err),
-        }
-    };
-    conditions.check(current.as_deref())?;
+        };
+        conditions.check(current.as_deref())?;
+    }
     let mut limit = upload_limit(storage, &bucket).await?;
     if let Some(max_size) = signed.and_then(|limits| limits.max_size) {
         limit = limit.min(max_size);
