@@ -14,4 +14,4 @@ cargo build --release -p plinth -p plinth-bench
 "$CARGO_TARGET_DIR/release/plinth-bench" storage \
     --plinth "$CARGO_TARGET_DIR/release/plinth" \
     --weed "$venv/bin/weed" \
-    --nginx "$(command -v nginx)"
+    --nginx "$(command -v nginx)" "$@"

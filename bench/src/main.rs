@@ -48,6 +48,10 @@ struct Args {
     /// The nginx binary (storage).
     #[arg(long, default_value = "nginx")]
     nginx: PathBuf,
+    /// Run only the storage cells whose "OP SIZE" contains this (say "GET 1 MiB"), and skip
+    /// the 2 GiB memory run.
+    #[arg(long)]
+    only: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -189,6 +193,7 @@ fn main() -> anyhow::Result<()> {
                 plinth: args.plinth.clone(),
                 weed: args.weed.clone(),
                 nginx: args.nginx.clone(),
+                only: args.only.clone(),
             };
             // The client needs more than one thread to keep 64 requests in flight.
             let runtime = tokio::runtime::Runtime::new().context("start the runtime")?;

@@ -29,6 +29,8 @@ pub(crate) struct Binaries {
     pub(crate) plinth: PathBuf,
     pub(crate) weed: PathBuf,
     pub(crate) nginx: PathBuf,
+    /// Only the cells whose "OP SIZE" contains this, and no memory run.
+    pub(crate) only: Option<String>,
 }
 
 /// A running server process, stopped when dropped.
@@ -208,6 +210,8 @@ async fn start_plinth(
             break url.to_owned();
         }
     };
+    // Keep reading what the server prints, so that a full pipe never stalls it.
+    std::thread::spawn(move || lines.for_each(drop));
     let http = reqwest::Client::new();
     let post = |path: &str, token: &str, body: Value| {
         http.post(format!("{url}{path}"))
@@ -351,6 +355,7 @@ async fn two_gib_rss(plinth: &Process, target: &Target) -> anyhow::Result<u64> {
 
 /// Runs the storage benchmark and prints its tables.
 pub(crate) async fn run(binaries: &Binaries) -> anyhow::Result<()> {
+    let begun = Instant::now();
     let dir = tempfile::tempdir()?;
     let (plinth, plinth_url, secret) = start_plinth(binaries, &dir.path().join("plinth")).await?;
     let (weed, weed_url) = start_weed(binaries, &{
@@ -385,6 +390,7 @@ pub(crate) async fn run(binaries: &Binaries) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(128)
         .build()?;
+    eprintln!("servers up after {:.1?}", begun.elapsed());
     // The objects every GET reads.
     for target in targets.iter().filter(|t| t.can_put) {
         for (_, size) in SIZES {
@@ -405,11 +411,18 @@ pub(crate) async fn run(binaries: &Binaries) -> anyhow::Result<()> {
         }
     }
 
+    eprintln!("objects seeded after {:.1?}", begun.elapsed());
     println!("| op | size | conc | system | ops/s | MB/s | p50 ms | p99 ms | ratio to Plinth |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for put in [true, false] {
         for (label, size) in SIZES {
             for &concurrency in CONCURRENCY {
+                let op = if put { "PUT" } else { "GET" };
+                if let Some(only) = &binaries.only
+                    && !format!("{op} {label}").contains(only.as_str())
+                {
+                    continue;
+                }
                 let ops = ops_for(*size, concurrency);
                 let mut plinth_ops = None;
                 for target in &targets {
@@ -420,7 +433,7 @@ pub(crate) async fn run(binaries: &Binaries) -> anyhow::Result<()> {
                     let base = *plinth_ops.get_or_insert(cell.ops_per_sec);
                     println!(
                         "| {} | {label} | {concurrency} | {} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} |",
-                        if put { "PUT" } else { "GET" },
+                        op,
                         target.name,
                         cell.ops_per_sec,
                         cell.mb_per_sec,
@@ -433,7 +446,12 @@ pub(crate) async fn run(binaries: &Binaries) -> anyhow::Result<()> {
         }
     }
 
+    eprintln!("cells done after {:.1?}", begun.elapsed());
     drop((plinth, weed, nginx));
+    eprintln!("servers stopped after {:.1?}", begun.elapsed());
+    if binaries.only.is_some() {
+        return Ok(());
+    }
 
     // On a fresh process, so that the peak is this transfer's and not the load's above.
     let (fresh, url, secret) = start_plinth(binaries, &dir.path().join("plinth-rss")).await?;

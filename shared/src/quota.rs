@@ -158,30 +158,29 @@ impl Quotas {
         gauge: Gauge,
         delta: i64,
     ) -> Result<(), ApiError> {
+        self.reserve_all(tx, project_id, &[(gauge, delta)]).await
+    }
+
+    /// Reserves several gauges at once, as [`Quotas::reserve`] does one, reading the
+    /// project's limits once for all of them.
+    ///
+    /// # Errors
+    ///
+    /// Returns `quota_exceeded` for the first gauge that would go over its limit, and
+    /// `project_not_found` when the project does not exist.
+    pub async fn reserve_all(
+        &self,
+        tx: &mut AnyConnection,
+        project_id: &str,
+        changes: &[(Gauge, i64)],
+    ) -> Result<(), ApiError> {
         // Bounded so that the arithmetic stays exact in a signed 64-bit column on both engines
         // (SQLite would turn an overflowing sum into a float).
-        if delta.unsigned_abs() > MAX_DELTA {
+        if let Some((_, delta)) = changes.iter().find(|(_, d)| d.unsigned_abs() > MAX_DELTA) {
             return Err(ApiError::InvalidParameter(format!(
                 "a quota change of {delta} is out of range"
             )));
         }
-        // The write comes first, so that on SQLite the transaction holds the write lock
-        // before it reads the limit.
-        sqlx::query(
-            "INSERT INTO quota_gauges (project_id, metric, used) VALUES ($1, $2, 0) \
-             ON CONFLICT (project_id, metric) DO NOTHING",
-        )
-        .bind(project_id)
-        .bind(gauge.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(|err| match &err {
-            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-                ApiError::ProjectNotFound(project_id.to_owned())
-            }
-            _ => err.into(),
-        })?;
-
         let overrides: String = sqlx::query("SELECT quotas FROM projects WHERE id = $1")
             .bind(project_id)
             .fetch_optional(&mut *tx)
@@ -190,36 +189,38 @@ impl Quotas {
             .try_get("quotas")?;
         let overrides: QuotaValues =
             serde_json::from_str(&overrides).map_err(ApiError::internal)?;
-        let limit = gauge.limit(&self.effective(&overrides));
+        let quotas = self.effective(&overrides);
 
-        let updated = match limit {
-            Some(limit) if delta > 0 => {
-                sqlx::query(
-                    "UPDATE quota_gauges SET used = used + $1 \
-                     WHERE project_id = $2 AND metric = $3 AND used + $1 <= $4",
-                )
-                .bind(delta)
-                .bind(project_id)
-                .bind(gauge.as_str())
-                .bind(limit.min(i64::MAX as u64) as i64)
-                .execute(&mut *tx)
-                .await?
-            }
-            _ => sqlx::query(
-                "UPDATE quota_gauges SET used = CASE WHEN used + $1 < 0 THEN 0 ELSE used + $1 END \
-                 WHERE project_id = $2 AND metric = $3",
+        for &(gauge, delta) in changes.iter().filter(|(_, delta)| *delta != 0) {
+            let limit = gauge.limit(&quotas);
+            // One statement: a first reservation inserts the row (unless the delta alone is
+            // over the limit), a later one adds to it only while the sum stays within the
+            // limit. A release always applies, and stops at zero.
+            let updated = sqlx::query(
+                "INSERT INTO quota_gauges (project_id, metric, used) \
+                 SELECT $1, $2, CASE WHEN $3 < 0 THEN 0 ELSE $3 END WHERE $3 <= $4 \
+                 ON CONFLICT (project_id, metric) DO UPDATE SET used = \
+                 CASE WHEN quota_gauges.used + $3 < 0 THEN 0 ELSE quota_gauges.used + $3 END \
+                 WHERE $3 <= 0 OR quota_gauges.used + $3 <= $4",
             )
-            .bind(delta)
             .bind(project_id)
             .bind(gauge.as_str())
+            .bind(delta)
+            .bind(limit.map_or(i64::MAX, |l| l.min(i64::MAX as u64) as i64))
             .execute(&mut *tx)
-            .await?,
-        };
-        if updated.rows_affected() == 0 {
-            return Err(ApiError::QuotaExceeded {
-                quota: gauge.as_str(),
-                limit: limit.unwrap_or(0),
-            });
+            .await
+            .map_err(|err| match &err {
+                sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                    ApiError::ProjectNotFound(project_id.to_owned())
+                }
+                _ => err.into(),
+            })?;
+            if updated.rows_affected() == 0 {
+                return Err(ApiError::QuotaExceeded {
+                    quota: gauge.as_str(),
+                    limit: limit.unwrap_or(0),
+                });
+            }
         }
         Ok(())
     }

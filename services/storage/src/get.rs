@@ -200,15 +200,14 @@ pub(crate) async fn serve(
     headers: &HeaderMap,
     what: Serve,
 ) -> Result<Response, ApiError> {
-    let (bucket, mut object) = {
+    let (bucket, object) = {
         let mut conn = storage.shared.store().pool().acquire().await?;
-        let bucket = meta::get_bucket(&mut conn, project_id, bucket_name).await?;
-        if matches!(what, Serve::PublicBytes | Serve::PublicHeaders) && !bucket.bucket.public_read {
-            return Err(ApiError::BucketNotFound(bucket_name.as_str().to_owned()));
-        }
-        let object = meta::get_object(&mut conn, &bucket, key).await?;
-        (bucket, object)
+        meta::get_bucket_object(&mut conn, project_id, bucket_name, key).await?
     };
+    if matches!(what, Serve::PublicBytes | Serve::PublicHeaders) && !bucket.bucket.public_read {
+        return Err(ApiError::BucketNotFound(bucket_name.as_str().to_owned()));
+    }
+    let mut object = object.ok_or_else(|| ApiError::ObjectNotFound(key.as_str().to_owned()))?;
     if conditions::check_read(headers, &object.info)? == Read::NotModified {
         return Ok(not_modified(&object.info));
     }

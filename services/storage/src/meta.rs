@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use plinth_shared::ApiError;
 use plinth_shared::ids::{from_millis, new_id, now_millis};
 use plinth_shared::store::is_unique_violation;
+use plinth_types::console::Quotas;
 use plinth_types::storage::{Bucket, CreateBucket, ObjectInfo, UpdateBucket};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -75,8 +76,8 @@ fn size_limit(value: Option<u64>) -> Result<Option<i64>, ApiError> {
     }
 }
 
-const BUCKET_COLUMNS: &str = "id, project_id, name, public_read, max_object_size, \
-     allowed_content_types, created_at, updated_at";
+const BUCKET_COLUMNS: &str = "b.id, b.project_id, b.name, b.public_read, b.max_object_size, \
+     b.allowed_content_types, b.created_at, b.updated_at";
 
 /// Creates a bucket.
 ///
@@ -125,7 +126,8 @@ pub async fn get_bucket(
     project_id: &str,
     name: &BucketName,
 ) -> Result<BucketRow, ApiError> {
-    let sql = format!("SELECT {BUCKET_COLUMNS} FROM buckets WHERE project_id = $1 AND name = $2");
+    let sql =
+        format!("SELECT {BUCKET_COLUMNS} FROM buckets b WHERE b.project_id = $1 AND b.name = $2");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(project_id)
         .bind(name.as_str())
@@ -133,6 +135,32 @@ pub async fn get_bucket(
         .await?
         .ok_or_else(|| ApiError::BucketNotFound(name.as_str().to_owned()))?;
     bucket_from_row(&row)
+}
+
+/// Reads a bucket, as [`get_bucket`] does, with its project's quota overrides: what a
+/// write needs before it starts, in one query.
+///
+/// # Errors
+///
+/// Returns `bucket_not_found`.
+pub async fn get_bucket_and_quotas(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    name: &BucketName,
+) -> Result<(BucketRow, Quotas), ApiError> {
+    let sql = format!(
+        "SELECT {BUCKET_COLUMNS}, p.quotas FROM buckets b JOIN projects p ON p.id = b.project_id \
+         WHERE b.project_id = $1 AND b.name = $2"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(project_id)
+        .bind(name.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| ApiError::BucketNotFound(name.as_str().to_owned()))?;
+    let quotas: String = row.try_get("quotas")?;
+    let quotas = serde_json::from_str(&quotas).map_err(ApiError::internal)?;
+    Ok((bucket_from_row(&row)?, quotas))
 }
 
 /// Lists a project's buckets by name.
@@ -144,7 +172,8 @@ pub async fn list_buckets(
     conn: &mut AnyConnection,
     project_id: &str,
 ) -> Result<Vec<Bucket>, ApiError> {
-    let sql = format!("SELECT {BUCKET_COLUMNS} FROM buckets WHERE project_id = $1 ORDER BY name");
+    let sql =
+        format!("SELECT {BUCKET_COLUMNS} FROM buckets b WHERE b.project_id = $1 ORDER BY b.name");
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(project_id)
         .fetch_all(&mut *conn)
@@ -260,9 +289,44 @@ fn object_from_row(bucket: &str, row: &AnyRow) -> Result<ObjectRow, ApiError> {
             content_disposition: row.try_get("content_disposition")?,
             metadata: serde_json::from_str(&metadata).map_err(ApiError::internal)?,
             sha256: row.try_get("sha256")?,
-            last_modified: from_millis(row.try_get("updated_at")?),
+            last_modified: from_millis(row.try_get("modified_at")?),
         },
     })
+}
+
+/// The object columns [`object_from_row`] reads, for a query whose objects table is `o`.
+const OBJECT_COLUMNS: &str = "o.key, o.blob_id, o.size, o.etag, o.content_type, \
+     o.cache_control, o.content_disposition, o.metadata, o.sha256, o.updated_at AS modified_at";
+
+/// Reads a bucket and, if it holds one, the object at `key`, in one query: the read path of
+/// every GET and HEAD.
+///
+/// # Errors
+///
+/// Returns `bucket_not_found`.
+pub async fn get_bucket_object(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    name: &BucketName,
+    key: &ObjectKey,
+) -> Result<(BucketRow, Option<ObjectRow>), ApiError> {
+    let sql = format!(
+        "SELECT {BUCKET_COLUMNS}, {OBJECT_COLUMNS} FROM buckets b LEFT JOIN objects o ON o.bucket_id = b.id AND o.key = $3 \
+         WHERE b.project_id = $1 AND b.name = $2"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(project_id)
+        .bind(name.as_str())
+        .bind(key.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| ApiError::BucketNotFound(name.as_str().to_owned()))?;
+    let bucket = bucket_from_row(&row)?;
+    let object = match row.try_get::<Option<String>, _>("blob_id")? {
+        Some(_) => Some(object_from_row(&bucket.bucket.name, &row)?),
+        None => None,
+    };
+    Ok((bucket, object))
 }
 
 /// Reads an object row.
@@ -275,15 +339,14 @@ pub async fn get_object(
     bucket: &BucketRow,
     key: &ObjectKey,
 ) -> Result<ObjectRow, ApiError> {
-    let row = sqlx::query(
-        "SELECT key, blob_id, size, etag, content_type, cache_control, content_disposition, \
-         metadata, sha256, updated_at FROM objects WHERE bucket_id = $1 AND key = $2",
-    )
-    .bind(&bucket.id)
-    .bind(key.as_str())
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| ApiError::ObjectNotFound(key.as_str().to_owned()))?;
+    let sql =
+        format!("SELECT {OBJECT_COLUMNS} FROM objects o WHERE o.bucket_id = $1 AND o.key = $2");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&bucket.id)
+        .bind(key.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| ApiError::ObjectNotFound(key.as_str().to_owned()))?;
     object_from_row(&bucket.bucket.name, &row)
 }
 
@@ -302,19 +365,19 @@ pub async fn list_objects(
 ) -> Result<Vec<ObjectRow>, ApiError> {
     // The range condition lets the primary key serve the scan; `substr` (in characters on
     // both engines) makes the prefix test exact.
-    let rows = sqlx::query(
-        "SELECT key, blob_id, size, etag, content_type, cache_control, content_disposition, \
-         metadata, sha256, updated_at FROM objects \
-         WHERE bucket_id = $1 AND key > $2 AND key >= $3 AND substr(key, 1, CAST($4 AS INTEGER)) = $3 \
-         ORDER BY key LIMIT $5",
-    )
-    .bind(&bucket.id)
-    .bind(after)
-    .bind(prefix)
-    .bind(prefix.chars().count() as i64)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
+    let sql = format!(
+        "SELECT {OBJECT_COLUMNS} FROM objects o \
+         WHERE o.bucket_id = $1 AND o.key > $2 AND o.key >= $3 \
+         AND substr(o.key, 1, CAST($4 AS INTEGER)) = $3 ORDER BY o.key LIMIT $5"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&bucket.id)
+        .bind(after)
+        .bind(prefix)
+        .bind(prefix.chars().count() as i64)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
     rows.iter()
         .map(|row| object_from_row(&bucket.bucket.name, row))
         .collect()
@@ -341,6 +404,26 @@ pub struct NewObject<'a> {
     pub content_disposition: Option<&'a str>,
     /// User metadata.
     pub metadata: &'a BTreeMap<String, String>,
+    /// When it was written, in milliseconds since the epoch.
+    pub modified_at: i64,
+}
+
+impl NewObject<'_> {
+    /// The object as its row will read back once the upsert has committed.
+    pub fn info(&self, bucket: &BucketRow) -> ObjectInfo {
+        ObjectInfo {
+            bucket: bucket.bucket.name.clone(),
+            key: self.key.as_str().to_owned(),
+            size: self.size,
+            etag: self.etag.to_owned(),
+            content_type: self.content_type.to_owned(),
+            cache_control: self.cache_control.map(str::to_owned),
+            content_disposition: self.content_disposition.map(str::to_owned),
+            metadata: self.metadata.clone(),
+            sha256: self.sha256.to_owned(),
+            last_modified: from_millis(self.modified_at),
+        }
+    }
 }
 
 /// What an upsert replaced.
@@ -366,7 +449,6 @@ pub async fn upsert_object(
     object: &NewObject<'_>,
 ) -> Result<Option<Replaced>, ApiError> {
     let metadata = serde_json::to_string(object.metadata).map_err(ApiError::internal)?;
-    let now = now_millis();
     let row = sqlx::query(
         "INSERT INTO objects (bucket_id, key, blob_id, size, etag, content_type, cache_control, \
          content_disposition, metadata, sha256, created_at, updated_at, prev_blob_id, prev_size, \
@@ -390,7 +472,7 @@ pub async fn upsert_object(
     .bind(object.content_disposition)
     .bind(&metadata)
     .bind(object.sha256)
-    .bind(now)
+    .bind(object.modified_at)
     .fetch_one(&mut *conn)
     .await?;
     let blob_id: Option<String> = row.try_get("prev_blob_id")?;

@@ -13,7 +13,7 @@ use plinth_shared::auth::Caller;
 use plinth_shared::extract::Json;
 use plinth_shared::quota::Gauge;
 use plinth_shared::{ApiError, projects};
-use plinth_types::console::UploadLimits;
+use plinth_types::console::{Quotas, UploadLimits};
 use plinth_types::storage::ObjectInfo;
 use plinth_types::{ErrorBody, Scope};
 
@@ -23,7 +23,7 @@ use crate::buckets::project_of;
 use crate::conditions::WriteConditions;
 use crate::meta::{self, BucketRow, EventKind, NewObject};
 use crate::names::{BucketName, ObjectKey};
-use crate::objects::{ObjectPath, load_bucket};
+use crate::objects::ObjectPath;
 
 /// Prefix of user-metadata headers.
 pub(crate) const META_PREFIX: &str = "x-plinth-meta-";
@@ -158,13 +158,18 @@ pub(crate) fn content_type_allowed(allowed: &[String], content_type: &str) -> bo
 pub(crate) async fn upload_limit(storage: &Storage, bucket: &BucketRow) -> Result<u64, ApiError> {
     let mut conn = storage.shared.store().pool().acquire().await?;
     let project = projects::get(&mut conn, &bucket.project_id).await?;
-    let quotas = storage.shared.quotas().effective(&project.quotas);
+    Ok(limit_of(storage, bucket, &project.quotas))
+}
+
+/// [`upload_limit`], given the project's quota overrides.
+fn limit_of(storage: &Storage, bucket: &BucketRow, overrides: &Quotas) -> u64 {
+    let quotas = storage.shared.quotas().effective(overrides);
     let limits = [
         Some(storage.shared.config().storage_max_object_bytes),
         quotas.object_size_max,
         bucket.bucket.max_object_size,
     ];
-    Ok(limits.into_iter().flatten().min().unwrap_or(u64::MAX))
+    limits.into_iter().flatten().min().unwrap_or(u64::MAX)
 }
 
 /// Stores an object: PUT `/storage/v1/buckets/{bucket}/objects/{key}` with the bytes as the
@@ -234,7 +239,10 @@ pub(crate) async fn store(
     let upload = UploadHeaders::parse(headers)?;
     let conditions = WriteConditions::parse(headers)?;
 
-    let bucket = load_bucket(storage, project_id, bucket_name).await?;
+    let (bucket, quotas) = {
+        let mut conn = storage.shared.store().pool().acquire().await?;
+        meta::get_bucket_and_quotas(&mut conn, project_id, bucket_name).await?
+    };
     if !content_type_allowed(&bucket.bucket.allowed_content_types, &upload.content_type) {
         return Err(ApiError::ContentTypeNotAllowed(upload.content_type));
     }
@@ -254,7 +262,7 @@ pub(crate) async fn store(
         };
         conditions.check(current.as_deref())?;
     }
-    let mut limit = upload_limit(storage, &bucket).await?;
+    let mut limit = limit_of(storage, &bucket, &quotas);
     if let Some(max_size) = signed.and_then(|limits| limits.max_size) {
         limit = limit.min(max_size);
     }
@@ -458,6 +466,7 @@ pub(crate) async fn commit_version(
         cache_control: upload.cache_control.as_deref(),
         content_disposition: upload.content_disposition.as_deref(),
         metadata: &upload.metadata,
+        modified_at: plinth_shared::ids::now_millis(),
     };
 
     let quotas = storage.shared.quotas();
@@ -473,14 +482,14 @@ pub(crate) async fn commit_version(
     let grows = i64::try_from(written.size).unwrap_or(i64::MAX)
         - i64::try_from(old_size).unwrap_or(i64::MAX)
         - i64::try_from(finished.bytes).unwrap_or(i64::MAX);
+    let added = i64::from(replaced.is_none());
     quotas
-        .reserve(&mut tx, &bucket.project_id, Gauge::StoredBytes, grows)
+        .reserve_all(
+            &mut tx,
+            &bucket.project_id,
+            &[(Gauge::StoredBytes, grows), (Gauge::Objects, added)],
+        )
         .await?;
-    if replaced.is_none() {
-        quotas
-            .reserve(&mut tx, &bucket.project_id, Gauge::Objects, 1)
-            .await?;
-    }
     meta::record_event(
         &mut tx,
         bucket,
@@ -490,8 +499,8 @@ pub(crate) async fn commit_version(
         Some(etag),
     )
     .await?;
-    let info = meta::get_object(&mut tx, bucket, key).await?.info;
     tx.commit().await?;
+    let info = object.info(bucket);
 
     let obsolete = replaced
         .map(|old| old.blob_id)

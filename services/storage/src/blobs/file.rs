@@ -16,14 +16,23 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 use plinth_shared::ids::new_id;
 use tokio::fs::{self, File};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
 use super::{WriteError, Written};
 
-/// Size of the chunks a read streams out. Each chunk is one read on tokio's blocking pool, so bigger chunks mean fewer round trips
-/// to it; 256 KiB keeps 64 concurrent downloads within 16 MiB of buffers.
+/// Size of the chunks copies and the S3 store stream out. Each chunk is one read on tokio's
+/// blocking pool, so bigger chunks mean fewer round trips to it; 256 KiB keeps 64 concurrent
+/// transfers within 16 MiB of buffers.
 pub(crate) const READ_CHUNK: usize = 256 * 1024;
+
+/// Size of the chunks a GET of a blob file streams out. The first one is read by the same
+/// trip to the blocking pool that opens the file, so an object of up to this size costs one
+/// trip in all; that is worth a larger buffer than [`READ_CHUNK`], since most reads are of
+/// small objects. 64 concurrent downloads hold at most 64 MiB.
+const FILE_CHUNK: usize = 1 << 20;
+
+/// About how many bytes of an upload are gathered before they are written out.
+const WRITE_BATCH: usize = 1 << 20;
 
 /// Object bytes in a directory.
 #[derive(Clone, Debug)]
@@ -48,14 +57,20 @@ struct DirSync {
     requested: AtomicU64,
     /// Renames covered by a completed sync.
     synced: AtomicU64,
-    /// One sync at a time per directory.
-    running: tokio::sync::Mutex<()>,
+    /// One sync at a time per directory. Waiters are threads of the blocking pool.
+    running: std::sync::Mutex<()>,
 }
 
 impl DirSyncs {
     /// Makes the renames done so far in `dir` durable, sharing the sync with concurrent
     /// callers.
-    async fn sync(&self, dir: &Path) -> io::Result<()> {
+    async fn sync(self: &Arc<Self>, dir: &Path) -> io::Result<()> {
+        let (syncs, dir) = (self.clone(), dir.to_owned());
+        blocking(move || syncs.sync_blocking(&dir)).await
+    }
+
+    /// [`DirSyncs::sync`] on the calling thread, which must be one that may block.
+    fn sync_blocking(&self, dir: &Path) -> io::Result<()> {
         let entry = {
             let mut dirs = self
                 .dirs
@@ -66,12 +81,15 @@ impl DirSyncs {
         // This caller's rename happened before this point, so a sync that starts after it
         // (one that reads `requested` at or above `mine`) covers it.
         let mine = entry.requested.fetch_add(1, Ordering::AcqRel) + 1;
-        let _running = entry.running.lock().await;
+        let _running = entry
+            .running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if entry.synced.load(Ordering::Acquire) >= mine {
             return Ok(());
         }
         let covers = entry.requested.load(Ordering::Acquire);
-        sync_dir(dir).await?;
+        std::fs::File::open(dir)?.sync_all()?;
         self.performed.fetch_add(1, Ordering::Relaxed);
         entry.synced.fetch_max(covers, Ordering::AcqRel);
         Ok(())
@@ -94,9 +112,7 @@ impl FileBlobs {
     }
 
     fn path_of(&self, blob_id: &str) -> PathBuf {
-        // Fan out over 256 directories by the id's last (random) byte.
-        let fan_out = &blob_id[blob_id.len().saturating_sub(2)..];
-        self.root.join(fan_out).join(blob_id)
+        self.root.join(fan_out(blob_id)).join(blob_id)
     }
 
     /// Streams `body` into a new blob of at most `limit` bytes and makes it durable.
@@ -128,30 +144,63 @@ impl FileBlobs {
     where
         S: Stream<Item = Result<Bytes, axum::Error>> + Send,
     {
-        let mut file = File::create(temp).await?;
         let mut md5 = Md5::new();
         let mut sha256 = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
         let mut size = 0u64;
+        // The body is gathered into batches of about WRITE_BATCH bytes; each batch is written
+        // by one trip to the blocking pool while the next one arrives, and the last trip also
+        // syncs and renames. A small object thus costs one trip, plus the shared directory
+        // sync.
+        let mut batch = Vec::new();
+        let mut batched = 0;
+        let mut writing: Option<tokio::task::JoinHandle<io::Result<std::fs::File>>> = None;
         let mut body = std::pin::pin!(body);
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(WriteError::Body)?;
+        let received = loop {
+            let chunk = match body.next().await {
+                None => break Ok(()),
+                Some(Err(err)) => break Err(WriteError::Body(err)),
+                Some(Ok(chunk)) => chunk,
+            };
             size += chunk.len() as u64;
             if size > limit {
-                return Err(WriteError::TooLarge { limit });
+                break Err(WriteError::TooLarge { limit });
             }
             md5.update(&chunk);
             sha256.update(&chunk);
-            file.write_all(&chunk).await?;
-        }
-        // The file's own data must reach the disk; the directory sync below is shared.
-        file.sync_all().await?;
-        drop(file);
+            batched += chunk.len();
+            batch.push(chunk);
+            if batched >= WRITE_BATCH {
+                let file = match writing.take() {
+                    Some(handle) => Some(joined(handle).await?),
+                    None => None,
+                };
+                let (temp, chunks) = (temp.to_owned(), std::mem::take(&mut batch));
+                batched = 0;
+                writing = Some(tokio::task::spawn_blocking(move || {
+                    append(file, &temp, &chunks)
+                }));
+            }
+        };
+        // A write still in flight must end before the caller removes the temporary file.
+        let file = match writing {
+            Some(handle) => Some(joined(handle).await?),
+            None => None,
+        };
+        received?;
 
         let path = self.path_of(blob_id);
-        let dir = path.parent().unwrap_or(&self.root);
-        fs::create_dir_all(dir).await?;
-        fs::rename(temp, &path).await?;
-        self.syncs.sync(dir).await?;
+        let dir = path.parent().unwrap_or(&self.root).to_owned();
+        let (temp, syncs) = (temp.to_owned(), self.syncs.clone());
+        blocking(move || {
+            let file = append(file, &temp, &batch)?;
+            // The file's own data must reach the disk; the directory's sync is shared.
+            file.sync_data()?;
+            drop(file);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::rename(&temp, &path)?;
+            syncs.sync_blocking(&dir)
+        })
+        .await?;
         let sha256: [u8; 32] = sha256.finish().as_ref().try_into().unwrap_or([0; 32]);
         Ok(Written {
             blob_id: blob_id.to_owned(),
@@ -172,11 +221,25 @@ impl FileBlobs {
         offset: u64,
         len: u64,
     ) -> io::Result<impl Stream<Item = io::Result<Bytes>> + Send + 'static> {
-        let mut file = File::open(self.path_of(blob_id)).await?;
-        if offset > 0 {
-            file.seek(io::SeekFrom::Start(offset)).await?;
-        }
-        Ok(ReaderStream::with_capacity(file.take(len), READ_CHUNK).map_err(io::Error::other))
+        let path = self.path_of(blob_id);
+        let first = len.min(FILE_CHUNK as u64);
+        let (file, chunk) = blocking(move || {
+            let file = std::fs::File::open(path)?;
+            let chunk = read_at(&file, offset, first)?;
+            Ok((Arc::new(file), chunk))
+        })
+        .await?;
+        let rest = (file, offset + first, len - first);
+        let rest = futures::stream::try_unfold(rest, |(file, at, left)| async move {
+            if left == 0 {
+                return Ok(None);
+            }
+            let want = left.min(FILE_CHUNK as u64);
+            let reader = file.clone();
+            let chunk = blocking(move || read_at(&reader, at, want)).await?;
+            Ok(Some((chunk, (file, at + want, left - want))))
+        });
+        Ok(futures::stream::once(async { Ok(chunk) }).chain(rest))
     }
 
     /// Deletes a blob; a blob already gone is not an error.
@@ -304,12 +367,58 @@ impl FileBlobs {
     }
 }
 
-/// Syncs a directory, so a rename into it survives a crash.
-async fn sync_dir(dir: &Path) -> io::Result<()> {
-    let dir = dir.to_owned();
-    tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
+/// The directory a blob lives in: one of 256, picked by the second the id was made in
+/// (ids begin with their creation time in milliseconds, as hex). Blobs written at the same
+/// time share a directory, so concurrent writes share its sync; over time the 256 fill
+/// evenly. An id without a time falls back to its last byte.
+fn fan_out(blob_id: &str) -> String {
+    let millis = blob_id
+        .split_once('_')
+        .and_then(|(_, rest)| rest.get(..12))
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+    match millis {
+        Some(millis) => format!("{:02x}", (millis / 1000) % 256),
+        None => blob_id[blob_id.len().saturating_sub(2)..].to_owned(),
+    }
+}
+
+/// Appends `chunks` to the temporary file, creating it on the first call.
+fn append(file: Option<std::fs::File>, temp: &Path, chunks: &[Bytes]) -> io::Result<std::fs::File> {
+    use std::io::Write;
+    let mut file = match file {
+        Some(file) => file,
+        None => std::fs::File::create(temp)?,
+    };
+    for chunk in chunks {
+        file.write_all(chunk)?;
+    }
+    Ok(file)
+}
+
+/// Waits for a write on the blocking pool.
+async fn joined(
+    handle: tokio::task::JoinHandle<io::Result<std::fs::File>>,
+) -> io::Result<std::fs::File> {
+    handle.await.map_err(io::Error::other)?
+}
+
+/// Runs blocking file work on tokio's blocking pool.
+async fn blocking<T, F>(work: F) -> io::Result<T>
+where
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
         .await
         .map_err(io::Error::other)?
+}
+
+/// Reads exactly `len` bytes at `offset`; a blob shorter than its row says is an error.
+fn read_at(file: &std::fs::File, offset: u64, len: u64) -> io::Result<Bytes> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0; usize::try_from(len).map_err(io::Error::other)?];
+    file.read_exact_at(&mut buf, offset)?;
+    Ok(Bytes::from(buf))
 }
 
 #[cfg(test)]
