@@ -23,6 +23,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+mod group_commit;
 pub mod http;
 pub mod ids;
 pub mod keys;

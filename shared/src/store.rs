@@ -10,10 +10,14 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyConnection, AnyPool, Transaction};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
+
+use crate::error::ApiError;
+use crate::group_commit::{Deliver, GroupCommit, Job};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
@@ -110,6 +114,8 @@ pub struct Store {
     backend: Backend,
     /// Serialises this process's SQLite writers; see [`Store::begin`].
     writer: Arc<Mutex<()>>,
+    /// On SQLite, the task that applies [`Store::write`]s in shared transactions.
+    group: Option<Arc<GroupCommit>>,
 }
 
 impl Store {
@@ -159,10 +165,14 @@ impl Store {
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
         migrator.run(&pool).await.map_err(StoreError::Migrate)?;
+        let writer = Arc::<Mutex<()>>::default();
+        let group = (backend == Backend::Sqlite)
+            .then(|| Arc::new(GroupCommit::start(pool.clone(), writer.clone())));
         Ok(Store {
             pool,
             backend,
-            writer: Arc::default(),
+            writer,
+            group,
         })
     }
 
@@ -207,6 +217,65 @@ impl Store {
                 _turn: None,
             }),
         }
+    }
+
+    /// Runs `work` in a write transaction and returns its result once that has committed.
+    ///
+    /// On SQLite the transaction may be shared with other writes that arrived at the same
+    /// time, so that they share one commit and its sync (see the `group_commit` module):
+    /// `work` sees their changes, runs in a savepoint of its own, and if it fails only its
+    /// changes are undone. `work` runs on a task of the store's, so it is not abandoned if
+    /// the caller is; it must not begin another transaction. On PostgreSQL it runs in a
+    /// transaction of its own, on the caller's task.
+    ///
+    /// # Errors
+    ///
+    /// Returns the error of `work`, or the store's when the transaction cannot begin or
+    /// commit; nothing of `work` is then applied.
+    pub async fn write<T, W>(&self, work: W) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        W: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, ApiError>>
+            + Send
+            + 'static,
+    {
+        let Some(group) = &self.group else {
+            let mut tx = self.begin().await?;
+            let value = work(&mut tx).await?;
+            tx.commit().await?;
+            return Ok(value);
+        };
+        let (reply, answer) = oneshot::channel::<Result<T, ApiError>>();
+        let job: Job = Box::new(move |conn| {
+            Box::pin(async move {
+                match work(conn).await {
+                    Ok(value) => {
+                        let deliver: Deliver = Box::new(move |committed| {
+                            let result = committed.map(|()| value).map_err(|reason| {
+                                ApiError::internal(format!("metadata commit failed: {reason}"))
+                            });
+                            let _ = reply.send(result);
+                        });
+                        Ok(deliver)
+                    }
+                    Err(err) => {
+                        let _ = reply.send(Err(err));
+                        Err(())
+                    }
+                }
+            })
+        });
+        let not_applied = || ApiError::internal("the metadata write was not applied");
+        if !group.submit(job) {
+            return Err(not_applied());
+        }
+        answer.await.map_err(|_| not_applied())?
+    }
+
+    /// Returns how many transactions group commit has run for [`Store::write`]: `None`
+    /// on PostgreSQL, where each write has its own.
+    pub fn group_commits(&self) -> Option<u64> {
+        self.group.as_ref().map(|group| group.batches())
     }
 
     /// Checks that the store answers.

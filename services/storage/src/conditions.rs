@@ -16,7 +16,7 @@ pub(crate) enum Read {
 }
 
 /// An entity-tag condition: `*`, or a list of tags.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Tags {
     Any,
     List(Vec<String>),
@@ -106,7 +106,7 @@ pub(crate) fn check_read(headers: &HeaderMap, info: &ObjectInfo) -> Result<Read,
 
 /// The conditions of a PUT, checked against the version it would replace inside the
 /// writing transaction, so that two racing create-only writes cannot both succeed.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct WriteConditions {
     if_match: Option<Tags>,
     if_none_match: Option<Tags>,

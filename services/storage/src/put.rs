@@ -38,7 +38,7 @@ const COPY_SOURCE_HEADER: &str = "x-plinth-copy-source";
 const MAX_METADATA_BYTES: usize = 2048;
 
 /// What a PUT's headers say about the object.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct UploadHeaders {
     pub(crate) content_type: String,
     pub(crate) cache_control: Option<String>,
@@ -455,52 +455,64 @@ pub(crate) async fn commit_version(
     etag: &str,
     finishing: Option<Finishing<'_>>,
 ) -> Result<ObjectInfo, ApiError> {
-    let sha256 = hex(&written.sha256);
-    let object = NewObject {
-        key,
-        blob_id: &written.blob_id,
-        size: written.size,
-        etag,
-        sha256: &sha256,
-        content_type: &upload.content_type,
-        cache_control: upload.cache_control.as_deref(),
-        content_disposition: upload.content_disposition.as_deref(),
-        metadata: &upload.metadata,
-        modified_at: plinth_shared::ids::now_millis(),
-    };
-
-    let quotas = storage.shared.quotas();
-    let mut tx = storage.shared.store().begin().await?;
-    let replaced = meta::upsert_object(&mut tx, bucket, &object).await?;
-    conditions.check(replaced.as_ref().map(|old| old.etag.as_str()))?;
-    let old_size = replaced.as_ref().map_or(0, |old| old.size);
-    // The parts of a completed upload already hold their bytes; they pass to the object.
-    let finished = match finishing {
-        Some(finishing) => crate::uploads::finish(&mut tx, finishing.upload_id).await?,
-        None => crate::uploads::Finished::default(),
-    };
-    let grows = i64::try_from(written.size).unwrap_or(i64::MAX)
-        - i64::try_from(old_size).unwrap_or(i64::MAX)
-        - i64::try_from(finished.bytes).unwrap_or(i64::MAX);
-    let added = i64::from(replaced.is_none());
-    quotas
-        .reserve_all(
-            &mut tx,
-            &bucket.project_id,
-            &[(Gauge::StoredBytes, grows), (Gauge::Objects, added)],
-        )
-        .await?;
-    meta::record_event(
-        &mut tx,
-        bucket,
-        key,
-        EventKind::Created,
+    let (bucket, key, upload, conditions) = (
+        bucket.clone(),
+        key.clone(),
+        upload.clone(),
+        conditions.clone(),
+    );
+    let (blob_id, size, etag, sha256) = (
+        written.blob_id.clone(),
         written.size,
-        Some(etag),
-    )
-    .await?;
-    tx.commit().await?;
-    let info = object.info(bucket);
+        etag.to_owned(),
+        hex(&written.sha256),
+    );
+    let upload_id = finishing.map(|finishing| finishing.upload_id.to_owned());
+    let quotas = storage.shared.quotas().clone();
+    let modified_at = plinth_shared::ids::now_millis();
+    let (info, replaced, finished) = storage
+        .shared
+        .store()
+        .write(move |tx| {
+            Box::pin(async move {
+                let object = NewObject {
+                    key: &key,
+                    blob_id: &blob_id,
+                    size,
+                    etag: &etag,
+                    sha256: &sha256,
+                    content_type: &upload.content_type,
+                    cache_control: upload.cache_control.as_deref(),
+                    content_disposition: upload.content_disposition.as_deref(),
+                    metadata: &upload.metadata,
+                    modified_at,
+                };
+                let replaced = meta::upsert_object(tx, &bucket, &object).await?;
+                conditions.check(replaced.as_ref().map(|old| old.etag.as_str()))?;
+                let old_size = replaced.as_ref().map_or(0, |old| old.size);
+                // The parts of a completed upload already hold their bytes; they pass to the
+                // object.
+                let finished = match &upload_id {
+                    Some(upload_id) => crate::uploads::finish(tx, upload_id).await?,
+                    None => crate::uploads::Finished::default(),
+                };
+                let grows = i64::try_from(size).unwrap_or(i64::MAX)
+                    - i64::try_from(old_size).unwrap_or(i64::MAX)
+                    - i64::try_from(finished.bytes).unwrap_or(i64::MAX);
+                let added = i64::from(replaced.is_none());
+                quotas
+                    .reserve_all(
+                        tx,
+                        &bucket.project_id,
+                        &[(Gauge::StoredBytes, grows), (Gauge::Objects, added)],
+                    )
+                    .await?;
+                meta::record_event(tx, &bucket, &key, EventKind::Created, size, Some(&etag))
+                    .await?;
+                Ok((object.info(&bucket), replaced, finished))
+            })
+        })
+        .await?;
 
     let obsolete = replaced
         .map(|old| old.blob_id)
