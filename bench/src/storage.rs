@@ -79,6 +79,8 @@ struct Target {
     base: String,
     token: Option<String>,
     can_put: bool,
+    /// Whether GETs are measured (not for a second bucket of the same server).
+    can_get: bool,
 }
 
 impl Target {
@@ -242,7 +244,44 @@ async fn start_plinth(
     Ok((process, url, secret))
 }
 
-fn start_weed(binaries: &Binaries, dir: &Path) -> anyhow::Result<(Process, String)> {
+/// Makes SeaweedFS sync every write to the `bench-fsync` bucket (its per-path `fsync`
+/// setting, which covers the volume data; the filer's own metadata store is not synced).
+async fn configure_fsync_bucket(
+    binaries: &Binaries,
+    weed_url: &str,
+    master: &str,
+) -> anyhow::Result<()> {
+    let created = reqwest::Client::new()
+        .put(format!("{weed_url}/bench-fsync"))
+        .send()
+        .await?;
+    ensure!(
+        created.status().is_success(),
+        "bucket creation answered {}",
+        created.status()
+    );
+    let mut shell = Command::new(&binaries.weed)
+        .args(["shell", &format!("-master={master}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start weed shell")?;
+    shell
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(b"fs.configure -locationPrefix=/buckets/bench-fsync/ -fsync -apply\n")?;
+    let output = shell.wait_with_output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    ensure!(
+        text.contains("\"fsync\":  true") || text.contains("\"fsync\": true"),
+        "weed shell did not set fsync: {text}"
+    );
+    Ok(())
+}
+
+fn start_weed(binaries: &Binaries, dir: &Path) -> anyhow::Result<(Process, String, String)> {
     let ports: Vec<u16> = (0..5).map(|_| free_port()).collect::<Result<_, _>>()?;
     let child = Command::new(&binaries.weed)
         .arg(format!("-logdir={}", dir.display()))
@@ -271,7 +310,11 @@ fn start_weed(binaries: &Binaries, dir: &Path) -> anyhow::Result<(Process, Strin
         .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("start {}", binaries.weed.display()))?;
-    Ok((Process(child), format!("http://127.0.0.1:{}", ports[0])))
+    Ok((
+        Process(child),
+        format!("http://127.0.0.1:{}", ports[0]),
+        format!("127.0.0.1:{}", ports[1]),
+    ))
 }
 
 fn start_nginx(binaries: &Binaries, dir: &Path) -> anyhow::Result<(Process, String)> {
@@ -358,13 +401,14 @@ pub(crate) async fn run(binaries: &Binaries) -> anyhow::Result<()> {
     let begun = Instant::now();
     let dir = tempfile::tempdir()?;
     let (plinth, plinth_url, secret) = start_plinth(binaries, &dir.path().join("plinth")).await?;
-    let (weed, weed_url) = start_weed(binaries, &{
+    let (weed, weed_url, weed_master) = start_weed(binaries, &{
         let d = dir.path().join("weed");
         std::fs::create_dir_all(&d)?;
         d
     })?;
     let (nginx, nginx_url) = start_nginx(binaries, dir.path())?;
     wait_until_up(&weed_url).await?;
+    configure_fsync_bucket(binaries, &weed_url, &weed_master).await?;
     wait_until_up(&nginx_url).await?;
 
     let targets = [
@@ -373,18 +417,28 @@ pub(crate) async fn run(binaries: &Binaries) -> anyhow::Result<()> {
             base: format!("{plinth_url}/storage/v1/buckets/bench/objects/"),
             token: Some(secret),
             can_put: true,
+            can_get: true,
         }),
         Arc::new(Target {
             name: "SeaweedFS S3",
             base: format!("{weed_url}/bench/"),
             token: None,
             can_put: true,
+            can_get: true,
+        }),
+        Arc::new(Target {
+            name: "SeaweedFS S3, fsync",
+            base: format!("{weed_url}/bench-fsync/"),
+            token: None,
+            can_put: true,
+            can_get: false,
         }),
         Arc::new(Target {
             name: "nginx",
             base: nginx_url.clone(),
             token: None,
             can_put: false,
+            can_get: true,
         }),
     ];
     let http = reqwest::Client::builder()
@@ -392,7 +446,7 @@ pub(crate) async fn run(binaries: &Binaries) -> anyhow::Result<()> {
         .build()?;
     eprintln!("servers up after {:.1?}", begun.elapsed());
     // The objects every GET reads.
-    for target in targets.iter().filter(|t| t.can_put) {
+    for target in targets.iter().filter(|t| t.can_put && t.can_get) {
         for (_, size) in SIZES {
             for i in 0..16 {
                 let key = format!("get-{size}-{i}");
@@ -426,7 +480,7 @@ pub(crate) async fn run(binaries: &Binaries) -> anyhow::Result<()> {
                 let ops = ops_for(*size, concurrency);
                 let mut plinth_ops = None;
                 for target in &targets {
-                    if put && !target.can_put {
+                    if (put && !target.can_put) || (!put && !target.can_get) {
                         continue;
                     }
                     let cell = run_cell(&http, target, put, *size, concurrency, ops).await?;
@@ -460,6 +514,7 @@ pub(crate) async fn run(binaries: &Binaries) -> anyhow::Result<()> {
         base: format!("{url}/storage/v1/buckets/bench/objects/"),
         token: Some(secret),
         can_put: true,
+        can_get: true,
     };
     let rss = two_gib_rss(&fresh, &target).await?;
     println!(

@@ -414,10 +414,16 @@ where
 }
 
 /// Reads exactly `len` bytes at `offset`; a blob shorter than its row says is an error.
-fn read_at(file: &std::fs::File, offset: u64, len: u64) -> io::Result<Bytes> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0; usize::try_from(len).map_err(io::Error::other)?];
-    file.read_exact_at(&mut buf, offset)?;
+/// (`read_to_end` fills the buffer without zeroing it first, which a buffer handed to
+/// `read_exact` would need.)
+fn read_at(mut file: &std::fs::File, offset: u64, len: u64) -> io::Result<Bytes> {
+    use std::io::{Read, Seek};
+    file.seek(io::SeekFrom::Start(offset))?;
+    let mut buf = Vec::with_capacity(usize::try_from(len).map_err(io::Error::other)?);
+    file.take(len).read_to_end(&mut buf)?;
+    if buf.len() as u64 != len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(Bytes::from(buf))
 }
 
