@@ -57,6 +57,18 @@ pub enum Error {
     /// The client is misconfigured: a malformed base URL or an unusable token.
     #[error("invalid client configuration: {0}")]
     Config(String),
+    /// A multipart upload failed after it was created. It is still on the server (until it
+    /// expires): [`Client::resume_file_upload`](crate::Client::resume_file_upload) with
+    /// this `upload_id` sends only the parts it lacks. [`Error::code`] and
+    /// [`Error::status`] are those of `source`.
+    #[error("multipart upload {upload_id} was interrupted")]
+    UploadInterrupted {
+        /// The upload, to resume or abort.
+        upload_id: String,
+        /// What failed.
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {
@@ -98,6 +110,7 @@ impl Error {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Error::Api { code, .. } => ErrorCode::parse(code),
+            Error::UploadInterrupted { source, .. } => source.code(),
             Error::Transport(_)
             | Error::Decode(_)
             | Error::InvalidId(_)
@@ -113,6 +126,7 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Api { status, .. } => Some(*status),
+            Error::UploadInterrupted { source, .. } => source.status(),
             Error::Transport(_)
             | Error::Decode(_)
             | Error::InvalidId(_)
@@ -128,6 +142,7 @@ impl Error {
     pub fn request_id(&self) -> Option<&str> {
         match self {
             Error::Api { request_id, .. } => request_id.as_deref(),
+            Error::UploadInterrupted { source, .. } => source.request_id(),
             Error::Transport(_)
             | Error::Decode(_)
             | Error::InvalidId(_)

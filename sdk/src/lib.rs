@@ -25,4 +25,4 @@ pub use plinth_types as types;
 pub use crate::builder::{ClientBuilder, DEFAULT_URL};
 pub use crate::client::Client;
 pub use crate::error::Error;
-pub use crate::storage::{Checksum, ObjectHead, PutOptions};
+pub use crate::storage::{Checksum, MultipartOptions, ObjectHead, PartSent, PutOptions};

@@ -1,6 +1,8 @@
 //! The storage methods of the SDK against a real server, started in-process on every
 //! metadata backend.
 
+use std::sync::{Arc, Mutex};
+
 use aws_lc_rs::digest::{SHA256, digest};
 use futures::TryStreamExt;
 use tokio::io::AsyncWriteExt;
@@ -10,7 +12,7 @@ use plinth_sdk::types::storage::{
     CreateBucket, ListObjectsQuery, SignUrl, SignedMethod, UpdateBucket,
 };
 use plinth_sdk::types::{ErrorCode, Scope};
-use plinth_sdk::{Checksum, Client, Error, PutOptions};
+use plinth_sdk::{Checksum, Client, Error, MultipartOptions, PutOptions};
 use plinth_shared::backend_tests;
 use plinth_shared::testkit::TestBackend;
 
@@ -404,7 +406,109 @@ async fn a_gibibyte_round_trips_with_bounded_memory() {
     );
 }
 
+/// The part numbers a multipart helper reports sent, sorted.
+fn recorder() -> (Arc<Mutex<Vec<u32>>>, MultipartOptions) {
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let record = sent.clone();
+    let options = MultipartOptions {
+        part_size: 5 << 20,
+        concurrency: 3,
+        on_part_sent: Some(Arc::new(move |number, _| {
+            record.lock().unwrap().push(number);
+        })),
+    };
+    (sent, options)
+}
+
+fn taken(sent: &Mutex<Vec<u32>>) -> Vec<u32> {
+    let mut numbers = std::mem::take(&mut *sent.lock().unwrap());
+    numbers.sort_unstable();
+    numbers
+}
+
+async fn multipart_uploads_send_parts_side_by_side_and_resume(backend: TestBackend) {
+    let tenant = start(backend).await;
+    let client = &tenant.client;
+    create_bucket(client, "parts").await;
+    // Two full 5 MiB parts and a short last one.
+    let data = noise((12 << 20) + 12_345);
+    let digest = hex(&sha256(&data));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.bin");
+    std::fs::write(&path, &data).unwrap();
+    let (sent, options) = recorder();
+    let put = PutOptions {
+        content_type: Some("application/x-parts".to_owned()),
+        ..PutOptions::default()
+    };
+
+    let info = client
+        .put_file_multipart("parts", "big.bin", &path, &put, &options)
+        .await
+        .unwrap();
+    assert_eq!(info.size, data.len() as u64);
+    assert_eq!(info.sha256, digest);
+    assert!(info.etag.ends_with("-3\""), "{}", info.etag);
+    assert_eq!(info.content_type, "application/x-parts");
+    assert_eq!(taken(&sent), [1, 2, 3]);
+    let back = client.get_object("parts", "big.bin").await.unwrap();
+    assert!(back == data, "the object differs from the file");
+
+    // An upload cut off after part 1, with a part 2 of other bytes: resuming keeps part 1,
+    // replaces part 2 and sends part 3.
+    let upload = client
+        .create_upload("parts", "resumed.bin", &PutOptions::default())
+        .await
+        .unwrap();
+    let first = bytes::Bytes::copy_from_slice(&data[..5 << 20]);
+    client
+        .upload_part("parts", &upload.upload_id, 1, first)
+        .await
+        .unwrap();
+    let wrong = bytes::Bytes::from(vec![0u8; 5 << 20]);
+    client
+        .upload_part("parts", &upload.upload_id, 2, wrong)
+        .await
+        .unwrap();
+    let resumed = client
+        .resume_file_upload("parts", &upload.upload_id, &path, &put, &options)
+        .await
+        .unwrap();
+    assert_eq!(taken(&sent), [2, 3]);
+    assert_eq!(resumed.sha256, digest);
+    assert_eq!(resumed.etag, info.etag, "same parts, same ETag");
+
+    // A completed upload is gone; resuming it says so and names it.
+    let again = client
+        .resume_file_upload("parts", &upload.upload_id, &path, &put, &options)
+        .await;
+    match again {
+        Err(Error::UploadInterrupted { upload_id, source }) => {
+            assert_eq!(upload_id, upload.upload_id);
+            assert_eq!(source.code(), Some(ErrorCode::UploadNotFound));
+        }
+        other => panic!("expected an interrupted upload, got {other:?}"),
+    }
+
+    // From a reader, parts are read in turn and sent side by side.
+    let reader = std::io::Cursor::new(data.clone());
+    let streamed = client
+        .put_reader_multipart("parts", "reader.bin", reader, &put, &options)
+        .await
+        .unwrap();
+    assert_eq!(streamed.sha256, digest);
+    assert_eq!(streamed.etag, info.etag);
+    assert_eq!(taken(&sent), [1, 2, 3]);
+
+    // A file that is not there leaves no upload behind.
+    let missing = client
+        .put_file_multipart("parts", "none.bin", dir.path().join("none"), &put, &options)
+        .await;
+    assert!(matches!(missing, Err(Error::Io(_))), "{missing:?}");
+}
+
 backend_tests!(
     files_stream_up_and_down_and_copy_server_side,
     listings_follow_cursors_and_signed_urls_need_no_key,
+    multipart_uploads_send_parts_side_by_side_and_resume,
 );

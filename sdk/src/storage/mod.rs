@@ -8,6 +8,8 @@
 //! - `put`: uploads from bytes, files and readers, with [`PutOptions`]; server-side copies.
 //! - `get`: whole and ranged reads, streamed downloads, [`ObjectHead`], deletes.
 //! - `list`: one page of a listing, every page as a stream, and signed URLs.
+//! - `multipart`: multipart uploads, route by route, and helpers that send a file or a
+//!   reader in parallel parts and resume a file's upload, with [`MultipartOptions`].
 //!
 //! Every route needs a project's API key or access token with `storage:read` (reads,
 //! listings) or `storage:write` (writes, deletes, bucket changes); the admin token has no
@@ -16,6 +18,7 @@
 mod buckets;
 mod get;
 mod list;
+mod multipart;
 mod put;
 
 use url::Url;
@@ -24,6 +27,7 @@ use crate::client::Client;
 use crate::error::Error;
 
 pub use self::get::ObjectHead;
+pub use self::multipart::{MultipartOptions, PartSent};
 pub use self::put::{Checksum, PutOptions};
 
 impl Client {

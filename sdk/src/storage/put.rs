@@ -75,7 +75,7 @@ pub enum Checksum {
 
 impl PutOptions {
     /// Turns the options into request headers.
-    fn headers(&self) -> Result<HeaderMap, Error> {
+    pub(super) fn headers(&self) -> Result<HeaderMap, Error> {
         let mut headers = HeaderMap::new();
 
         let content = [
@@ -249,7 +249,7 @@ fn ascii_value(name: &str, value: &str) -> Result<HeaderValue, Error> {
 }
 
 /// Encodes bytes as lowercase hex.
-fn hex(bytes: &[u8]) -> String {
+pub(super) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
