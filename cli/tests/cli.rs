@@ -235,6 +235,28 @@ fn cp_and_ls_move_objects_between_files_and_buckets() {
     assert_eq!(std::fs::read(&back).unwrap(), bytes);
     let piped = plinth(&server, secret, &["cp", "docs/copy.bin", "-"]);
     assert_eq!(piped, bytes);
+
+    // Over 64 MiB, a file goes up in 8 MiB parts: nine here, so a multipart ETag.
+    let large = dir.path().join("large.bin");
+    let file = std::fs::File::create(&large).unwrap();
+    file.set_len((64 << 20) + 1).unwrap();
+    drop(file);
+    let large = large.to_str().unwrap();
+    let parts = plinth(&server, secret, &["cp", large, "docs/large.bin"]);
+    let parts: serde_json::Value = serde_json::from_slice(&parts).unwrap();
+    assert_eq!(parts["size"], (64 << 20) + 1);
+    assert!(parts["etag"].as_str().unwrap().ends_with("-9\""), "{parts}");
+    // Resuming an upload that is not there fails and says which.
+    let resumed = Command::new(PLINTH)
+        .args(["cp", "--resume", "upl_missing", large, "docs/large.bin"])
+        .env("PLINTH_URL", &server.url)
+        .env("PLINTH_TOKEN", secret)
+        .output()
+        .unwrap();
+    assert!(!resumed.status.success());
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(stderr.contains("--resume upl_missing"), "{stderr}");
+    assert!(stderr.contains("upload_not_found"), "{stderr}");
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .flatten()

@@ -6,18 +6,23 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use plinth_sdk::types::storage::ObjectInfo;
-use plinth_sdk::{Client, ObjectHead, PutOptions};
+use plinth_sdk::{Client, Error, MultipartOptions, ObjectHead, PutOptions};
 
 use super::Output;
 
 /// Transfers of more bytes than this show a progress bar, when stderr is a terminal.
 const PROGRESS_MIN_BYTES: u64 = 1024 * 1024;
+
+/// Files larger than this go up as multipart uploads: parts sent side by side, each
+/// retried on its own, and the whole resumable with `--resume`.
+const MULTIPART_MIN_BYTES: u64 = 64 << 20;
 
 /// The prefix that makes an argument an object even where it could be a local path.
 pub(super) const OBJECT_SCHEME: &str = "plinth://";
@@ -35,6 +40,10 @@ pub(crate) struct CpArgs {
     /// Seconds the whole transfer may take.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     timeout: u64,
+    /// Finish an interrupted multipart upload of the source file, sending only the parts
+    /// the server lacks (the id is in the failed upload's error).
+    #[arg(long, value_name = "UPLOAD_ID")]
+    resume: Option<String>,
 }
 
 impl CpArgs {
@@ -94,7 +103,12 @@ pub(super) async fn cp(client: &Client, output: Output, args: CpArgs) -> anyhow:
         (Location::Local(source), Location::Object { bucket, key }) => {
             let name = source.as_deref().and_then(file_name);
             let key = complete_key(&key, name)?;
-            let info = upload(client, output, source, &bucket, &key, &options).await?;
+            let target = Target {
+                bucket: &bucket,
+                key: &key,
+                resume: args.resume.as_deref(),
+            };
+            let info = upload(client, output, source, &target, &options).await?;
             output.show(&info, |info| {
                 println!(
                     "Uploaded {}/{} ({} bytes).",
@@ -131,16 +145,27 @@ pub(super) async fn cp(client: &Client, output: Output, args: CpArgs) -> anyhow:
     }
 }
 
-/// Uploads stdin or a file, the file with a progress bar when it is large and someone watches.
+/// Where an upload goes, and the multipart upload it resumes, if any.
+struct Target<'a> {
+    bucket: &'a str,
+    key: &'a str,
+    resume: Option<&'a str>,
+}
+
+/// Uploads stdin or a file, the file with a progress bar when it is large and someone
+/// watches, and in parts when it is larger still.
 async fn upload(
     client: &Client,
     output: Output,
     source: Option<PathBuf>,
-    bucket: &str,
-    key: &str,
+    target: &Target<'_>,
     options: &PutOptions,
 ) -> anyhow::Result<ObjectInfo> {
+    let (bucket, key) = (target.bucket, target.key);
     let Some(path) = source else {
+        if target.resume.is_some() {
+            bail!("--resume needs the source file, not stdin");
+        }
         return Ok(client
             .put_reader(bucket, key, tokio::io::stdin(), options)
             .await?);
@@ -149,6 +174,9 @@ async fn upload(
     let size = std::fs::metadata(&path)
         .with_context(|| format!("cannot read {}", path.display()))?
         .len();
+    if size > MULTIPART_MIN_BYTES || target.resume.is_some() {
+        return upload_in_parts(client, output, &path, size, target, options).await;
+    }
     let Some(bar) = progress(output, size) else {
         return Ok(client.put_file(bucket, key, &path, options).await?);
     };
@@ -161,6 +189,53 @@ async fn upload(
         .await;
     bar.finish_and_clear();
     Ok(stored?)
+}
+
+/// Uploads a file as a multipart upload, or finishes one, with a bar counting the parts
+/// sent; a failure names the upload to resume.
+async fn upload_in_parts(
+    client: &Client,
+    output: Output,
+    path: &Path,
+    size: u64,
+    target: &Target<'_>,
+    options: &PutOptions,
+) -> anyhow::Result<ObjectInfo> {
+    let bar = progress(output, size);
+    let mut multipart = MultipartOptions::default();
+    if let Some(bar) = &bar {
+        let bar = bar.clone();
+        multipart.on_part_sent = Some(Arc::new(move |_, bytes| bar.inc(bytes)));
+    }
+    let (bucket, key) = (target.bucket, target.key);
+    let stored = match target.resume {
+        Some(upload_id) => {
+            client
+                .resume_file_upload(bucket, upload_id, path, options, &multipart)
+                .await
+        }
+        None => {
+            client
+                .put_file_multipart(bucket, key, path, options, &multipart)
+                .await
+        }
+    };
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    stored.map_err(|err| {
+        let hint = match &err {
+            Error::UploadInterrupted { upload_id, .. } => Some(format!(
+                "the upload was interrupted; run the same command with `--resume {upload_id}` \
+                 to send only what is missing"
+            )),
+            _ => None,
+        };
+        match hint {
+            Some(hint) => anyhow::Error::new(err).context(hint),
+            None => err.into(),
+        }
+    })
 }
 
 /// Downloads to stdout, or to a temporary file beside the destination that is renamed into
