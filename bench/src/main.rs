@@ -52,6 +52,10 @@ struct Args {
     /// the 2 GiB memory run.
     #[arg(long)]
     only: Option<String>,
+    /// Rounds per storage cell and system, alternating between the systems; the median
+    /// round is reported.
+    #[arg(long, default_value_t = 3)]
+    cell_rounds: usize,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -194,6 +198,7 @@ fn main() -> anyhow::Result<()> {
                 weed: args.weed.clone(),
                 nginx: args.nginx.clone(),
                 only: args.only.clone(),
+                rounds: args.cell_rounds,
             };
             // The client needs more than one thread to keep 64 requests in flight.
             let runtime = tokio::runtime::Runtime::new().context("start the runtime")?;

@@ -31,6 +31,8 @@ pub(crate) struct Binaries {
     pub(crate) nginx: PathBuf,
     /// Only the cells whose "OP SIZE" contains this, and no memory run.
     pub(crate) only: Option<String>,
+    /// Rounds per cell and system; the median is reported.
+    pub(crate) rounds: usize,
 }
 
 /// A running server process, stopped when dropped.
@@ -103,6 +105,7 @@ impl Target {
 }
 
 /// The result of one cell: throughput and latency percentiles.
+#[derive(Clone)]
 struct Cell {
     ops_per_sec: f64,
     mb_per_sec: f64,
@@ -113,10 +116,9 @@ struct Cell {
 async fn run_cell(
     http: &reqwest::Client,
     target: &Arc<Target>,
-    put: bool,
-    size: usize,
-    concurrency: usize,
+    (put, size, concurrency): (bool, usize, usize),
     ops: usize,
+    round: usize,
 ) -> anyhow::Result<Cell> {
     let body = bytes::Bytes::from(vec![0x5au8; size]);
     let next = Arc::new(AtomicUsize::new(0));
@@ -134,7 +136,7 @@ async fn run_cell(
                     }
                     let t = Instant::now();
                     let response = if put {
-                        let key = format!("put-{size}-{i}");
+                        let key = format!("put-{size}-{round}-{i}");
                         target
                             .request(&http, reqwest::Method::PUT, &key)
                             .body(body.clone())
@@ -478,12 +480,23 @@ pub(crate) async fn run(binaries: &Binaries) -> anyhow::Result<()> {
                     continue;
                 }
                 let ops = ops_for(*size, concurrency);
-                let mut plinth_ops = None;
-                for target in &targets {
-                    if (put && !target.can_put) || (!put && !target.can_get) {
-                        continue;
+                let measured: Vec<_> = targets
+                    .iter()
+                    .filter(|t| if put { t.can_put } else { t.can_get })
+                    .collect();
+                // Rounds alternate between the systems, so that drift in the machine's speed
+                // falls on all of them; each system's median round is reported.
+                let mut rounds = vec![Vec::new(); measured.len()];
+                for round in 0..binaries.rounds.max(1) {
+                    for (target, cells) in measured.iter().zip(&mut rounds) {
+                        let shape = (put, *size, concurrency);
+                        cells.push(run_cell(&http, target, shape, ops, round).await?);
                     }
-                    let cell = run_cell(&http, target, put, *size, concurrency, ops).await?;
+                }
+                let mut plinth_ops = None;
+                for (target, mut cells) in measured.iter().zip(rounds) {
+                    cells.sort_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec));
+                    let cell = cells.swap_remove(cells.len() / 2);
                     let base = *plinth_ops.get_or_insert(cell.ops_per_sec);
                     println!(
                         "| {} | {label} | {concurrency} | {} | {:.0} | {:.1} | {:.2} | {:.2} | {:.2} |",

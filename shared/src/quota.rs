@@ -189,8 +189,31 @@ impl Quotas {
             .try_get("quotas")?;
         let overrides: QuotaValues =
             serde_json::from_str(&overrides).map_err(ApiError::internal)?;
-        let quotas = self.effective(&overrides);
+        self.reserve_all_under(tx, project_id, &overrides, changes)
+            .await
+    }
 
+    /// [`Quotas::reserve_all`] against limits the caller has already read: the project's
+    /// quota overrides, as they were when its write began. Only the limits may be that old;
+    /// the gauges are read and changed in this transaction, so concurrent writers still
+    /// cannot overshoot.
+    ///
+    /// # Errors
+    ///
+    /// As [`Quotas::reserve_all`].
+    pub async fn reserve_all_under(
+        &self,
+        tx: &mut AnyConnection,
+        project_id: &str,
+        overrides: &QuotaValues,
+        changes: &[(Gauge, i64)],
+    ) -> Result<(), ApiError> {
+        if let Some((_, delta)) = changes.iter().find(|(_, d)| d.unsigned_abs() > MAX_DELTA) {
+            return Err(ApiError::InvalidParameter(format!(
+                "a quota change of {delta} is out of range"
+            )));
+        }
+        let quotas = self.effective(overrides);
         for &(gauge, delta) in changes.iter().filter(|(_, delta)| *delta != 0) {
             let limit = gauge.limit(&quotas);
             // One statement: a first reservation inserts the row (unless the delta alone is

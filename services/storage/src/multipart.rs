@@ -305,6 +305,7 @@ pub async fn complete_upload(
         &written,
         &etag,
         Some(finishing),
+        None,
     )
     .await;
     match committed {

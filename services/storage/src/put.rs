@@ -282,7 +282,20 @@ pub(crate) async fn store(
             WriteError::Io(err) => ApiError::internal(err),
         })?;
     let stored = match verify(&upload, &written) {
-        Ok(()) => commit_object(storage, &bucket, key, &upload, &conditions, &written).await,
+        Ok(()) => {
+            // The limits read before the body was: the quota in force when it began.
+            let limits = Some(&quotas);
+            commit_object(
+                storage,
+                &bucket,
+                key,
+                &upload,
+                &conditions,
+                &written,
+                limits,
+            )
+            .await
+        }
         Err(err) => Err(err),
     };
     let info = match stored {
@@ -403,7 +416,7 @@ async fn copy(
         md5: None,
         sha256: None,
     };
-    let stored = commit_object(storage, &bucket, key, &upload, &conditions, &written).await;
+    let stored = commit_object(storage, &bucket, key, &upload, &conditions, &written, None).await;
     let info = match stored {
         Ok(info) => info,
         Err(err) => {
@@ -427,10 +440,11 @@ async fn commit_object(
     upload: &UploadHeaders,
     conditions: &WriteConditions,
     written: &Written,
+    limits: Option<&Quotas>,
 ) -> Result<ObjectInfo, ApiError> {
     let etag = format!("\"{}\"", hex(&written.md5));
     commit_version(
-        storage, bucket, key, upload, conditions, written, &etag, None,
+        storage, bucket, key, upload, conditions, written, &etag, None, limits,
     )
     .await
 }
@@ -454,6 +468,7 @@ pub(crate) async fn commit_version(
     written: &Written,
     etag: &str,
     finishing: Option<Finishing<'_>>,
+    limits: Option<&Quotas>,
 ) -> Result<ObjectInfo, ApiError> {
     let (bucket, key, upload, conditions) = (
         bucket.clone(),
@@ -469,6 +484,7 @@ pub(crate) async fn commit_version(
     );
     let upload_id = finishing.map(|finishing| finishing.upload_id.to_owned());
     let quotas = storage.shared.quotas().clone();
+    let limits = limits.cloned();
     let modified_at = plinth_shared::ids::now_millis();
     let (info, replaced, finished) = storage
         .shared
@@ -500,13 +516,15 @@ pub(crate) async fn commit_version(
                     - i64::try_from(old_size).unwrap_or(i64::MAX)
                     - i64::try_from(finished.bytes).unwrap_or(i64::MAX);
                 let added = i64::from(replaced.is_none());
-                quotas
-                    .reserve_all(
-                        tx,
-                        &bucket.project_id,
-                        &[(Gauge::StoredBytes, grows), (Gauge::Objects, added)],
-                    )
-                    .await?;
+                let changes = [(Gauge::StoredBytes, grows), (Gauge::Objects, added)];
+                match &limits {
+                    Some(limits) => {
+                        quotas
+                            .reserve_all_under(tx, &bucket.project_id, limits, &changes)
+                            .await?;
+                    }
+                    None => quotas.reserve_all(tx, &bucket.project_id, &changes).await?,
+                }
                 meta::record_event(tx, &bucket, &key, EventKind::Created, size, Some(&etag))
                     .await?;
                 Ok((object.info(&bucket), replaced, finished))
