@@ -305,7 +305,8 @@ impl FileBlobs {
     }
 
     /// Removes what interrupted writes left behind: every temporary file, and every blob
-    /// for which `is_named` says no metadata row refers to it. Run it before serving, when no
+    /// for which `is_named` says no metadata row refers to it; moves a named blob found
+    /// outside the directory its id chooses (an older layout) into it. Run it before serving, when no
     /// write is in flight: a blob is written before the row that names it commits.
     ///
     /// # Errors
@@ -317,7 +318,7 @@ impl FileBlobs {
         Fut: std::future::Future<Output = Result<bool, E>>,
         E: From<io::Error>,
     {
-        let mut removed = 0;
+        let (mut removed, mut moved) = (0, 0);
         let mut temps = fs::read_dir(self.root.join("tmp")).await?;
         while let Some(entry) = temps.next_entry().await? {
             fs::remove_file(entry.path()).await?;
@@ -333,11 +334,22 @@ impl FileBlobs {
                 let Some(blob_id) = blob.file_name().to_str().map(str::to_owned) else {
                     continue;
                 };
-                if !is_named(blob_id).await? {
+                if !is_named(blob_id.clone()).await? {
                     fs::remove_file(blob.path()).await?;
                     removed += 1;
+                } else if dir.file_name().to_str() != Some(fan_out(&blob_id).as_str()) {
+                    // Written by a build that chose directories by the id's last byte.
+                    let target = self.path_of(&blob_id);
+                    let target_dir = target.parent().unwrap_or(&self.root).to_owned();
+                    fs::create_dir_all(&target_dir).await?;
+                    fs::rename(blob.path(), &target).await?;
+                    self.syncs.sync(&target_dir).await?;
+                    moved += 1;
                 }
             }
+        }
+        if moved > 0 {
+            tracing::info!(moved, "blobs moved to the directories their ids choose");
         }
         Ok(removed)
     }
@@ -461,6 +473,33 @@ mod tests {
         blobs.delete(&written.blob_id).await.unwrap();
         assert!(!blobs.exists(&written.blob_id).await);
         blobs.delete(&written.blob_id).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn blobs_of_the_old_layout_are_moved_where_their_ids_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = FileBlobs::open(dir.path()).await.unwrap();
+        let written = blobs.write(body(&[b"kept"]), 100).await.unwrap();
+        let id = written.blob_id.clone();
+        // Where a build that fanned out by the id's last byte put it.
+        let legacy = dir.path().join(&id[id.len() - 2..]);
+        std::fs::create_dir_all(&legacy).unwrap();
+        std::fs::rename(blobs.path_of(&id), legacy.join(&id)).unwrap();
+        if fan_out(&id) != id[id.len() - 2..] {
+            assert!(!blobs.exists(&id).await);
+        }
+
+        let removed = blobs
+            .collect_orphans(|_| async { Ok::<_, io::Error>(true) })
+            .await
+            .unwrap();
+        assert_eq!(removed, 0);
+        assert!(blobs.exists(&id).await);
+        assert_eq!(read_all(&blobs, &id, 0, 4).await, b"kept");
+        assert!(
+            fan_out("blob_nothex") == "ex",
+            "ids without a time keep their last byte"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
