@@ -195,6 +195,16 @@ macro_rules! backend_tests {
     };
 }
 
+/// Makes one test per scenario on every backend: SQLite and PostgreSQL metadata
+/// ([`backend_tests!`]) and the S3 blob store ([`s3_tests!`]), from one list.
+#[macro_export]
+macro_rules! all_backend_tests {
+    ($($name:ident),* $(,)?) => {
+        $crate::backend_tests!($($name),*);
+        $crate::s3_tests!($($name),*);
+    };
+}
+
 /// Makes one test per scenario on the S3 blob store (`mod s3 { fn NAME }`), with SQLite
 /// metadata; each passes after saying so when no S3 server is configured.
 #[macro_export]
