@@ -24,10 +24,11 @@ const MAX_BATCH: usize = 64;
 /// reason): hand its result to its caller.
 pub(crate) type Deliver = Box<dyn FnOnce(Result<(), String>) + Send>;
 
-/// A write's work against the shared transaction. `Err` means it failed and has already
-/// told its caller why; its changes are then rolled back.
+/// A write's work against the shared transaction: whether it applied (if not, its changes
+/// are rolled back), and how to answer its caller once the transaction's fate is known. A
+/// refusal is answered only then too, since it may rest on an earlier write of the batch.
 pub(crate) type Job =
-    Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<Deliver, ()>> + Send>;
+    Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, (bool, Deliver)> + Send>;
 
 /// The handle on the committing task; the task ends when the handle is dropped.
 #[derive(Debug)]
@@ -90,15 +91,23 @@ async fn apply(pool: &AnyPool, jobs: Vec<Job>) -> Result<(), sqlx::Error> {
         }
         // A panicking write is a bug; it must not take the other writes, or this task,
         // down with it.
-        let outcome = AssertUnwindSafe(job(&mut tx))
-            .catch_unwind()
-            .await
-            .unwrap_or(Err(()));
-        let ends: &[&'static str] = match (&outcome, shared) {
-            (Ok(_), true) => &["RELEASE write"],
-            (Err(()), true) => &["ROLLBACK TO write", "RELEASE write"],
-            (Ok(_), false) => &[],
-            (Err(()), false) => return tx.rollback().await,
+        // A panicking job drops its answer, which its caller sees as not applied.
+        let (applied, deliver) = match AssertUnwindSafe(job(&mut tx)).catch_unwind().await {
+            Ok(outcome) => outcome,
+            Err(_) => (false, Box::new(drop) as Deliver),
+        };
+        delivers.push(deliver);
+        let ends: &[&'static str] = match (applied, shared) {
+            (true, true) => &["RELEASE write"],
+            (false, true) => &["ROLLBACK TO write", "RELEASE write"],
+            (true, false) => &[],
+            (false, false) => {
+                let rolled_back = tx.rollback().await;
+                for deliver in delivers {
+                    deliver(Ok(()));
+                }
+                return rolled_back;
+            }
         };
         for &end in ends {
             if let Err(err) = sqlx::query(end).execute(&mut *tx).await {
@@ -106,12 +115,14 @@ async fn apply(pool: &AnyPool, jobs: Vec<Job>) -> Result<(), sqlx::Error> {
                 break 'jobs;
             }
         }
-        if let Ok(deliver) = outcome {
-            delivers.push(deliver);
-        }
     }
     let committed = match broken {
-        Some(err) => Err(err),
+        // Rolled back at once, rather than when the connection is next used, so that the
+        // next writer does not find the database locked.
+        Some(err) => {
+            let _ = tx.rollback().await;
+            Err(err)
+        }
         None => tx.commit().await,
     };
     let answer = committed.as_ref().map(|_| ()).map_err(ToString::to_string);

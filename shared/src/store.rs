@@ -248,21 +248,19 @@ impl Store {
         let (reply, answer) = oneshot::channel::<Result<T, ApiError>>();
         let job: Job = Box::new(move |conn| {
             Box::pin(async move {
-                match work(conn).await {
-                    Ok(value) => {
-                        let deliver: Deliver = Box::new(move |committed| {
-                            let result = committed.map(|()| value).map_err(|reason| {
-                                ApiError::internal(format!("metadata commit failed: {reason}"))
-                            });
-                            let _ = reply.send(result);
-                        });
-                        Ok(deliver)
-                    }
-                    Err(err) => {
-                        let _ = reply.send(Err(err));
-                        Err(())
-                    }
-                }
+                let outcome = work(conn).await;
+                let applied = outcome.is_ok();
+                let deliver: Deliver = Box::new(move |committed| {
+                    // A refusal stands only if the batch it was judged in committed.
+                    let result = match committed {
+                        Ok(()) => outcome,
+                        Err(reason) => Err(ApiError::internal(format!(
+                            "metadata commit failed: {reason}"
+                        ))),
+                    };
+                    let _ = reply.send(result);
+                });
+                (applied, deliver)
             })
         });
         let not_applied = || ApiError::internal("the metadata write was not applied");

@@ -307,6 +307,16 @@ impl Client {
         let part_size = multipart.part_size.max(1);
         let chunks =
             futures::stream::try_unfold((reader, 0u32), move |(mut reader, n)| async move {
+                if u64::from(n) == MAX_PARTS {
+                    // The server takes no part 10,001: a longer source fails before it.
+                    let more = reader.read(&mut [0u8; 1]).await.map_err(Error::Io)?;
+                    if more > 0 {
+                        return Err(Error::Io(std::io::Error::other(format!(
+                            "the source is longer than {MAX_PARTS} parts of {part_size} bytes"
+                        ))));
+                    }
+                    return Ok(None);
+                }
                 let mut bytes =
                     Vec::with_capacity(usize::try_from(part_size).unwrap_or(usize::MAX));
                 (&mut reader)

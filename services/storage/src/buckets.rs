@@ -175,21 +175,16 @@ pub async fn delete_bucket(
         return Err(ApiError::BucketNotEmpty(name.as_str().to_owned()));
     }
     let blobs = meta::delete_bucket(&mut tx, &bucket).await?;
-    let quotas = storage.shared.quotas();
-    quotas
-        .release(
+    // In the order a PUT takes them (bytes, then objects), so that on PostgreSQL the two
+    // cannot deadlock on the gauge rows.
+    use plinth_shared::quota::Gauge;
+    storage
+        .shared
+        .quotas()
+        .reserve_all(
             &mut tx,
             project_id,
-            plinth_shared::quota::Gauge::Objects,
-            objects,
-        )
-        .await?;
-    quotas
-        .release(
-            &mut tx,
-            project_id,
-            plinth_shared::quota::Gauge::StoredBytes,
-            bytes,
+            &[(Gauge::StoredBytes, -bytes), (Gauge::Objects, -objects)],
         )
         .await?;
     tx.commit().await?;

@@ -485,12 +485,14 @@ pub(crate) async fn commit_version(
     let upload_id = finishing.map(|finishing| finishing.upload_id.to_owned());
     let quotas = storage.shared.quotas().clone();
     let limits = limits.cloned();
-    let modified_at = plinth_shared::ids::now_millis();
     let (info, replaced, finished) = storage
         .shared
         .store()
         .write(move |tx| {
             Box::pin(async move {
+                // Taken in the transaction, so that of two racing writes the later one has
+                // the later time.
+                let modified_at = plinth_shared::ids::now_millis();
                 let object = NewObject {
                     key: &key,
                     blob_id: &blob_id,

@@ -104,7 +104,18 @@ impl FileBlobs {
     /// Returns the I/O error when the directory cannot be created.
     pub async fn open(root: impl Into<PathBuf>) -> io::Result<FileBlobs> {
         let root = root.into();
-        fs::create_dir_all(root.join("tmp")).await?;
+        // Every directory a blob can go to exists, and its entry is durable, before the
+        // first write: a blob synced into a directory the root does not durably list could
+        // be lost with it.
+        let dirs = root.clone();
+        blocking(move || {
+            std::fs::create_dir_all(dirs.join("tmp"))?;
+            for fan_out in 0..=255u8 {
+                std::fs::create_dir_all(dirs.join(format!("{fan_out:02x}")))?;
+            }
+            std::fs::File::open(&dirs)?.sync_all()
+        })
+        .await?;
         Ok(FileBlobs {
             root,
             syncs: Arc::default(),
@@ -319,6 +330,7 @@ impl FileBlobs {
         E: From<io::Error>,
     {
         let (mut removed, mut moved) = (0, 0);
+        let mut touched = std::collections::BTreeSet::new();
         let mut temps = fs::read_dir(self.root.join("tmp")).await?;
         while let Some(entry) = temps.next_entry().await? {
             fs::remove_file(entry.path()).await?;
@@ -343,10 +355,16 @@ impl FileBlobs {
                     let target_dir = target.parent().unwrap_or(&self.root).to_owned();
                     fs::create_dir_all(&target_dir).await?;
                     fs::rename(blob.path(), &target).await?;
-                    self.syncs.sync(&target_dir).await?;
+                    touched.insert(target_dir);
+                    touched.insert(dir.path());
                     moved += 1;
                 }
             }
+        }
+        // A crash before these syncs leaves some blobs where they were; the next start moves
+        // them again.
+        for dir in &touched {
+            self.syncs.sync(dir).await?;
         }
         if moved > 0 {
             tracing::info!(moved, "blobs moved to the directories their ids choose");
