@@ -23,11 +23,17 @@ static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// A write transaction on the metadata store; it derefs to its connection.
+///
+/// Dropped without a commit or a rollback (an early return on an error), it is rolled back
+/// on a task of its own that holds this process's SQLite write turn until the rollback has
+/// run: left to sqlx, the rollback would wait until the connection's next use, and the next
+/// writer would find the database locked and sleep in SQLite's busy handler.
 #[derive(Debug)]
 pub struct Tx {
-    inner: Transaction<'static, Any>,
+    /// `None` only once committed or rolled back, which consumes the `Tx`.
+    inner: Option<Transaction<'static, Any>>,
     /// On SQLite, this process's turn to write, held until the transaction ends.
-    _turn: Option<OwnedMutexGuard<()>>,
+    turn: Option<OwnedMutexGuard<()>>,
 }
 
 impl Tx {
@@ -36,8 +42,11 @@ impl Tx {
     /// # Errors
     ///
     /// Returns the driver's error; nothing of the transaction is then applied.
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.inner.commit().await
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        match self.inner.take() {
+            Some(inner) => inner.commit().await,
+            None => Ok(()),
+        }
     }
 
     /// Rolls the transaction back.
@@ -45,8 +54,30 @@ impl Tx {
     /// # Errors
     ///
     /// Returns the driver's error.
-    pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.inner.rollback().await
+    pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        match self.inner.take() {
+            Some(inner) => inner.rollback().await,
+            None => Ok(()),
+        }
+    }
+
+    fn open(&self) -> &Transaction<'static, Any> {
+        self.inner
+            .as_ref()
+            .expect("a Tx is open until commit or rollback consumes it")
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if let (Some(inner), Some(turn)) = (self.inner.take(), self.turn.take())
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                let _ = inner.rollback().await;
+                drop(turn);
+            });
+        }
     }
 }
 
@@ -54,13 +85,15 @@ impl Deref for Tx {
     type Target = AnyConnection;
 
     fn deref(&self) -> &AnyConnection {
-        &self.inner
+        self.open()
     }
 }
 
 impl DerefMut for Tx {
     fn deref_mut(&mut self) -> &mut AnyConnection {
-        &mut self.inner
+        self.inner
+            .as_mut()
+            .expect("a Tx is open until commit or rollback consumes it")
     }
 }
 
@@ -208,13 +241,13 @@ impl Store {
                 let turn = self.writer.clone().lock_owned().await;
                 let inner = self.pool.begin_with("BEGIN IMMEDIATE").await?;
                 Ok(Tx {
-                    inner,
-                    _turn: Some(turn),
+                    inner: Some(inner),
+                    turn: Some(turn),
                 })
             }
             Backend::Postgres => Ok(Tx {
-                inner: self.pool.begin().await?,
-                _turn: None,
+                inner: Some(self.pool.begin().await?),
+                turn: None,
             }),
         }
     }
@@ -316,4 +349,58 @@ fn create_sqlite_dir(url: &str) -> Result<(), StoreError> {
         std::fs::create_dir_all(parent).map_err(StoreError::CreateDir)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+
+    use super::Store;
+
+    #[tokio::test]
+    async fn a_dropped_transaction_is_rolled_back_before_the_next_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/meta.db?mode=rwc", dir.path().display());
+        let store = Store::open(&url, 2).await.unwrap();
+        sqlx::query("CREATE TABLE t (n BIGINT PRIMARY KEY)")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        // Both connections of the pool stop waiting for a locked database: a writer that
+        // began while the abandoned transaction still held SQLite's lock would fail.
+        let mut first = store.pool().acquire().await.unwrap();
+        let mut second = store.pool().acquire().await.unwrap();
+        for conn in [&mut first, &mut second] {
+            sqlx::query("PRAGMA busy_timeout = 0")
+                .execute(&mut **conn)
+                .await
+                .unwrap();
+        }
+        drop((first, second));
+
+        let mut abandoned = store.begin().await.unwrap();
+        sqlx::query("INSERT INTO t (n) VALUES (1)")
+            .execute(&mut *abandoned)
+            .await
+            .unwrap();
+        drop(abandoned);
+
+        // The next writer gets its turn only once the rollback has run, so SQLite's lock is
+        // free when it begins.
+        let mut next = store.begin().await.unwrap();
+        sqlx::query("INSERT INTO t (n) VALUES (2)")
+            .execute(&mut *next)
+            .await
+            .unwrap();
+        next.commit().await.unwrap();
+
+        let rows: Vec<i64> = sqlx::query("SELECT n FROM t")
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.try_get("n").unwrap())
+            .collect();
+        assert_eq!(rows, [2]);
+    }
 }
