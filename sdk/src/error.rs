@@ -108,41 +108,31 @@ impl Error {
     /// Returns the error code of an [`Error::Api`], or `None` for other errors and for a code
     /// this SDK does not know (including `unknown`).
     pub fn code(&self) -> Option<ErrorCode> {
-        match self {
-            Error::Api { code, .. } => ErrorCode::parse(code),
-            Error::UploadInterrupted { source, .. } => source.code(),
-            Error::Transport(_)
-            | Error::Decode(_)
-            | Error::InvalidId(_)
-            | Error::InvalidKey(_)
-            | Error::InvalidHeader(_)
-            | Error::Io(_)
-            | Error::MalformedResponse(_)
-            | Error::Config(_) => None,
-        }
+        self.response()
+            .and_then(|(_, code, _)| ErrorCode::parse(code))
     }
 
     /// Returns the HTTP status of an [`Error::Api`], or `None` when no response arrived.
     pub fn status(&self) -> Option<u16> {
-        match self {
-            Error::Api { status, .. } => Some(*status),
-            Error::UploadInterrupted { source, .. } => source.status(),
-            Error::Transport(_)
-            | Error::Decode(_)
-            | Error::InvalidId(_)
-            | Error::InvalidKey(_)
-            | Error::InvalidHeader(_)
-            | Error::Io(_)
-            | Error::MalformedResponse(_)
-            | Error::Config(_) => None,
-        }
+        self.response().map(|(status, _, _)| status)
     }
 
     /// Returns the server's id of the failed request, when it sent one.
     pub fn request_id(&self) -> Option<&str> {
+        self.response().and_then(|(_, _, request_id)| request_id)
+    }
+
+    /// The error response behind this error, as status, code and request id: its own, or
+    /// the one that interrupted a multipart upload.
+    fn response(&self) -> Option<(u16, &str, Option<&str>)> {
         match self {
-            Error::Api { request_id, .. } => request_id.as_deref(),
-            Error::UploadInterrupted { source, .. } => source.request_id(),
+            Error::Api {
+                status,
+                code,
+                request_id,
+                ..
+            } => Some((*status, code, request_id.as_deref())),
+            Error::UploadInterrupted { source, .. } => source.response(),
             Error::Transport(_)
             | Error::Decode(_)
             | Error::InvalidId(_)

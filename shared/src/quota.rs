@@ -174,13 +174,6 @@ impl Quotas {
         project_id: &str,
         changes: &[(Gauge, i64)],
     ) -> Result<(), ApiError> {
-        // Bounded so that the arithmetic stays exact in a signed 64-bit column on both engines
-        // (SQLite would turn an overflowing sum into a float).
-        if let Some((_, delta)) = changes.iter().find(|(_, d)| d.unsigned_abs() > MAX_DELTA) {
-            return Err(ApiError::InvalidParameter(format!(
-                "a quota change of {delta} is out of range"
-            )));
-        }
         let overrides: String = sqlx::query("SELECT quotas FROM projects WHERE id = $1")
             .bind(project_id)
             .fetch_optional(&mut *tx)
@@ -208,6 +201,8 @@ impl Quotas {
         overrides: &QuotaValues,
         changes: &[(Gauge, i64)],
     ) -> Result<(), ApiError> {
+        // Bounded so that the arithmetic stays exact in a signed 64-bit column on both engines
+        // (SQLite would turn an overflowing sum into a float).
         if let Some((_, delta)) = changes.iter().find(|(_, d)| d.unsigned_abs() > MAX_DELTA) {
             return Err(ApiError::InvalidParameter(format!(
                 "a quota change of {delta} is out of range"

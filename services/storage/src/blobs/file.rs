@@ -207,7 +207,7 @@ impl FileBlobs {
             // The file's own data must reach the disk; the directory's sync is shared.
             file.sync_data()?;
             drop(file);
-            std::fs::create_dir_all(&dir)?;
+            // `open` made every blob directory, so the rename needs none made here.
             std::fs::rename(&temp, &path)?;
             syncs.sync_blocking(&dir)
         })
@@ -298,7 +298,6 @@ impl FileBlobs {
         let from = self.path_of(source);
         let to = self.path_of(&blob_id);
         let dir = to.parent().unwrap_or(&self.root).to_owned();
-        fs::create_dir_all(&dir).await?;
         if fs::hard_link(&from, &to).await.is_err() {
             let temp = self.root.join("tmp").join(format!("{blob_id}.part"));
             let copied = async {
