@@ -403,4 +403,25 @@ mod tests {
             .collect();
         assert_eq!(rows, [2]);
     }
+
+    /// The bundled SQLite is built with the query planner stability guarantee (set in
+    /// `.cargo/config.toml`); without it every join and `LIMIT $n` re-prepares its statement
+    /// on each execution.
+    #[tokio::test]
+    async fn sqlite_is_built_with_the_planner_stability_guarantee() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/meta.db?mode=rwc", dir.path().display());
+        let store = Store::open(&url, 1).await.unwrap();
+        let options: Vec<String> = sqlx::query("PRAGMA compile_options")
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.try_get(0).unwrap())
+            .collect();
+        assert!(
+            options.iter().any(|option| option == "ENABLE_QPSG"),
+            "SQLite compile options lack ENABLE_QPSG: {options:?}"
+        );
+    }
 }
