@@ -6,6 +6,11 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc rather than glibc's allocator: a request allocates and frees many small
+/// buffers across threads, where glibc's arenas spent a sixth of the server's CPU.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Plinth: object storage, messaging and search for serverless functions.
 #[derive(Debug, Parser)]
 #[command(name = "plinth", version, about)]
