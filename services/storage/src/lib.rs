@@ -5,10 +5,11 @@
 //! - [`meta`]: the bucket and object rows and the event outbox, in the metadata store.
 //! - [`buckets`], [`objects`], [`put`], [`get`], [`list`], [`signed`]: the HTTP routes.
 //!
-//! An object becomes visible when its row commits, after its blob is durable; the quota
-//! gauges move in that same transaction, and so does the outbox event.
+//! - [`multipart`], [`uploads`]: multipart uploads and the sweep of abandoned ones.
 //!
-//! Not yet here, all part of issue #3: the S3 backend, orphan collection and group commit.
+//! An object becomes visible when its row commits, after its blob is durable; the quota
+//! gauges move in that same transaction, and so does the outbox event. Blobs live in files
+//! (the default) or in an S3 bucket; the metadata always lives in the metadata store.
 
 pub mod blobs;
 pub mod buckets;
