@@ -18,6 +18,8 @@ pub(crate) enum Service {
     Console,
     /// Object storage (buckets and objects).
     Storage,
+    /// Messaging (topics and messages).
+    Messaging,
 }
 
 /// Arguments of `plinth serve`; flags win over the environment and `plinth.toml`.
@@ -65,6 +67,12 @@ pub(crate) async fn services(
             .await
             .context("cannot open the blob store (configuration key `storage_url`)")?;
         router = router.merge(plinth_storage::router(storage));
+    }
+    if wanted(Service::Messaging) {
+        let messaging = plinth_messaging::Messaging::open(shared.clone())
+            .await
+            .context("cannot open the message log (configuration key `messaging_url`)")?;
+        router = router.merge(plinth_messaging::router(messaging));
     }
     Ok(router)
 }

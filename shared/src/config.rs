@@ -45,6 +45,15 @@ impl Serialize for Secret {
     }
 }
 
+/// Where messages live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MessagingBackend {
+    /// The embedded log, one directory per partition under this one.
+    File(PathBuf),
+    /// A Kafka cluster, by its bootstrap brokers (`host:port,host:port`).
+    Kafka(String),
+}
+
 /// Where object bytes live.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StorageBackend {
@@ -110,6 +119,14 @@ pub struct Config {
     /// Smallest part of a multipart upload other than the last, in bytes
     /// (`PLINTH_STORAGE_MIN_PART_BYTES`); S3's 5 MiB by default.
     pub storage_min_part_bytes: u64,
+    /// Where messages live (`PLINTH_MESSAGING_URL`): `file://DIR` (default: `messages/` in the
+    /// data directory) or `kafka://HOST:PORT[,HOST:PORT...]`.
+    pub messaging_url: Option<String>,
+    /// Largest message value accepted when no quota is lower, in bytes
+    /// (`PLINTH_MESSAGING_MAX_MESSAGE_BYTES`).
+    pub messaging_max_message_bytes: u64,
+    /// Most partitions a topic may have (`PLINTH_MESSAGING_MAX_PARTITIONS`).
+    pub messaging_max_partitions: u32,
     /// The operator's admin token (`PLINTH_ADMIN_TOKEN`); generated on first start if neither
     /// it nor `admin_token_file` is set.
     pub admin_token: Option<Secret>,
@@ -171,6 +188,9 @@ impl Default for Config {
             storage_s3_secret_access_key_file: None,
             storage_upload_expiry: Duration::from_secs(24 * 60 * 60),
             storage_min_part_bytes: 5 * 1024 * 1024,
+            messaging_url: None,
+            messaging_max_message_bytes: 256 * 1024,
+            messaging_max_partitions: 64,
             admin_token: None,
             admin_token_file: None,
             master_key: None,
@@ -356,6 +376,40 @@ impl Config {
             });
         }
         Err(invalid("must be file://DIR or s3://BUCKET[/PREFIX]"))
+    }
+
+    /// Returns where messages live, from `messaging_url` (default: the embedded log under the
+    /// data directory).
+    ///
+    /// # Errors
+    ///
+    /// Returns an error naming `messaging_url` for a URL this build cannot serve.
+    pub fn messaging_backend(&self) -> Result<MessagingBackend, ConfigError> {
+        let invalid = |reason: &str| ConfigError::Value {
+            key: "messaging_url",
+            reason: reason.into(),
+        };
+        let Some(url) = &self.messaging_url else {
+            return Ok(MessagingBackend::File(self.data_dir.join("messages")));
+        };
+        if let Some(path) = url.strip_prefix("file://") {
+            if path.is_empty() {
+                return Err(invalid("file:// needs a directory"));
+            }
+            return Ok(MessagingBackend::File(PathBuf::from(path)));
+        }
+        if let Some(brokers) = url.strip_prefix("kafka://") {
+            let brokers = brokers.trim_end_matches('/');
+            if brokers.is_empty() || brokers.split(',').any(|b| !b.contains(':')) {
+                return Err(invalid(
+                    "kafka:// needs brokers: kafka://HOST:PORT[,HOST:PORT]",
+                ));
+            }
+            return Ok(MessagingBackend::Kafka(brokers.to_owned()));
+        }
+        Err(invalid(
+            "must be file://DIR or kafka://HOST:PORT[,HOST:PORT]",
+        ))
     }
 
     /// Returns the S3 secret key, read from its file if need be.
@@ -620,6 +674,32 @@ mod tests {
             assert_eq!(config.token_ttl, Duration::from_secs(900));
             Ok(())
         });
+    }
+
+    #[test]
+    fn messaging_urls_name_a_directory_or_brokers() {
+        let with = |url: &str| Config {
+            messaging_url: Some(url.into()),
+            ..Config::default()
+        };
+        assert_eq!(
+            Config::default().messaging_backend().unwrap(),
+            MessagingBackend::File(Config::default().data_dir.join("messages"))
+        );
+        assert_eq!(
+            with("file:///var/lib/plinth/log")
+                .messaging_backend()
+                .unwrap(),
+            MessagingBackend::File("/var/lib/plinth/log".into())
+        );
+        assert_eq!(
+            with("kafka://k1:9092,k2:9092").messaging_backend().unwrap(),
+            MessagingBackend::Kafka("k1:9092,k2:9092".into())
+        );
+        for bad in ["kafka://", "kafka://k1", "file://", "nats://x:4222"] {
+            let err = with(bad).messaging_backend().unwrap_err().to_string();
+            assert!(err.contains("messaging_url"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -40,6 +40,25 @@ pub enum ApiError {
     ChecksumMismatch(&'static str),
     #[error("header `{name}`: {reason}")]
     InvalidHeader { name: &'static str, reason: String },
+    #[error("{0}")]
+    InvalidTopicName(String),
+    #[error("message {index}: {reason}")]
+    InvalidMessage { index: usize, reason: String },
+    #[error("offset {offset} is outside partition {partition}, which holds {start}..{end}")]
+    OffsetOutOfRange {
+        partition: u32,
+        offset: u64,
+        start: u64,
+        end: u64,
+    },
+    #[error("topic `{0}` not found")]
+    TopicNotFound(String),
+    #[error("topic `{topic}` has no partition {partition}")]
+    PartitionNotFound { topic: String, partition: u32 },
+    #[error("a topic named `{0}` already exists in the project")]
+    TopicNameTaken(String),
+    #[error("message {index} is larger than the {limit}-byte limit")]
+    MessageTooLarge { index: usize, limit: u64 },
     #[error("bucket `{0}` not found")]
     BucketNotFound(String),
     #[error("object `{0}` not found")]
@@ -132,6 +151,13 @@ impl ApiError {
             ApiError::InvalidObjectKey(_) => ErrorCode::InvalidObjectKey,
             ApiError::ChecksumMismatch(_) => ErrorCode::ChecksumMismatch,
             ApiError::InvalidHeader { .. } => ErrorCode::InvalidHeader,
+            ApiError::InvalidTopicName(_) => ErrorCode::InvalidTopicName,
+            ApiError::InvalidMessage { .. } => ErrorCode::InvalidMessage,
+            ApiError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            ApiError::TopicNotFound(_) => ErrorCode::TopicNotFound,
+            ApiError::PartitionNotFound { .. } => ErrorCode::PartitionNotFound,
+            ApiError::TopicNameTaken(_) => ErrorCode::TopicNameTaken,
+            ApiError::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
             ApiError::BucketNotFound(_) => ErrorCode::BucketNotFound,
             ApiError::ObjectNotFound(_) => ErrorCode::ObjectNotFound,
             ApiError::BucketNameTaken(_) => ErrorCode::BucketNameTaken,
@@ -184,6 +210,13 @@ impl ApiError {
             ApiError::MissingScope(scope) => Some(serde_json::json!({ "scope": scope })),
             ApiError::ObjectTooLarge { limit } => Some(serde_json::json!({ "limit": limit })),
             ApiError::RangeNotSatisfiable { size } => Some(serde_json::json!({ "size": size })),
+            ApiError::InvalidMessage { index, .. } => Some(serde_json::json!({ "index": index })),
+            ApiError::MessageTooLarge { index, limit } => {
+                Some(serde_json::json!({ "index": index, "limit": limit }))
+            }
+            ApiError::OffsetOutOfRange { start, end, .. } => {
+                Some(serde_json::json!({ "start": start, "end": end }))
+            }
             _ => None,
         }
     }

@@ -74,6 +74,13 @@ error_codes! {
     ChecksumMismatch = ("checksum_mismatch", 400),
     /// A request header has a value that cannot be used.
     InvalidHeader = ("invalid_header", 400),
+    /// A topic name breaks the naming rules (1 to 128 of `a-z`, `A-Z`, `0-9`, `.`, `_`,
+    /// `-`).
+    InvalidTopicName = ("invalid_topic_name", 400),
+    /// A message has no value or two, bad base64, a bad key or header, or a bad delay.
+    InvalidMessage = ("invalid_message", 400),
+    /// An offset or time lies outside what the partition holds.
+    OffsetOutOfRange = ("offset_out_of_range", 400),
     /// No `Authorization: Bearer` credential was sent.
     MissingCredentials = ("missing_credentials", 401),
     /// The API key or admin token is not known.
@@ -115,6 +122,10 @@ error_codes! {
     ObjectNotFound = ("object_not_found", 404),
     /// No such API key in the project.
     KeyNotFound = ("key_not_found", 404),
+    /// No such topic in the project (or it belongs to someone else).
+    TopicNotFound = ("topic_not_found", 404),
+    /// The topic has no partition of that number.
+    PartitionNotFound = ("partition_not_found", 404),
     /// No route matches the path.
     RouteNotFound = ("route_not_found", 404),
     /// The route exists but not for this method.
@@ -127,8 +138,12 @@ error_codes! {
     BucketNameTaken = ("bucket_name_taken", 409),
     /// The bucket still holds objects; delete them or pass `force=true`.
     BucketNotEmpty = ("bucket_not_empty", 409),
+    /// The project already has a topic of this name.
+    TopicNameTaken = ("topic_name_taken", 409),
     /// The object is larger than the bucket's or project's largest object.
     ObjectTooLarge = ("object_too_large", 413),
+    /// A message value is larger than the project's or the server's largest message.
+    MessageTooLarge = ("message_too_large", 413),
     /// A condition of the request (`If-Match`, `If-None-Match`, ...) does not hold.
     PreconditionFailed = ("precondition_failed", 412),
     /// The body is larger than the route accepts.

@@ -8,9 +8,11 @@
 //! - [`scope`]: the scopes an API key or token can carry.
 //! - [`console`]: projects, keys, tokens, quotas, usage and audit of the console API.
 //! - [`storage`]: buckets and object descriptions of the storage API.
+//! - [`messaging`]: topics, publishing and partition reads of the messaging API.
 
 pub mod console;
 pub mod error;
+pub mod messaging;
 pub mod scope;
 pub mod storage;
 

@@ -1,10 +1,98 @@
-//! Messaging: topics, publishing and subscriptions under `/messaging/v1`.
+//! Messaging: topics, publishing and partition reads under `/messaging/v1`, on the shared
+//! auth and quota layer.
 //!
+//! - [`names`]: topic names, validated once.
 //! - [`log`]: the embedded durable log, one per partition (segment files, group commit,
-//!   recovery of a torn tail, retention).
+//!   recovery of a torn tail, retention); [`logs`] keeps every partition's log open.
+//! - [`message`]: how a message is stored as a log record's payload.
+//! - [`topics`], [`publish`]: the HTTP routes.
 //!
-//! Still to come, all part of issue #4: topics and their metadata, publish, subscriptions
-//! (pull, push, stream), dead letters, replay, bucket notifications, the Kafka backend, and
-//! the HTTP routes that mount it in `plinth serve`.
+//! A topic is a row in the metadata store; its messages live in the message log. A publish
+//! answers once its messages are durable; a reader only ever sees durable messages.
+//!
+//! Still to come, all part of issue #4: subscriptions (pull, push, stream), dead letters,
+//! redrive, producer deduplication, retention sweeps, bucket notifications, the Kafka
+//! backend, and the messaging quotas beyond the topic count.
 
 pub mod log;
+pub mod logs;
+pub mod message;
+pub mod names;
+pub mod publish;
+pub mod topics;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use axum::extract::FromRef;
+use plinth_shared::Shared;
+use plinth_shared::config::MessagingBackend;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::log::LogConfig;
+use crate::logs::FileLogs;
+
+/// The messaging service's state.
+#[derive(Clone, Debug)]
+pub struct Messaging {
+    shared: Shared,
+    logs: Arc<FileLogs>,
+    /// Spreads keyless messages over partitions in turn.
+    round_robin: Arc<AtomicU64>,
+}
+
+impl FromRef<Messaging> for Shared {
+    fn from_ref(messaging: &Messaging) -> Shared {
+        messaging.shared.clone()
+    }
+}
+
+impl Messaging {
+    /// Opens the message log the configuration names.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error when `messaging_url` is unusable or its directory cannot be created.
+    pub async fn open(shared: Shared) -> Result<Messaging, std::io::Error> {
+        let logs = match shared
+            .config()
+            .messaging_backend()
+            .map_err(std::io::Error::other)?
+        {
+            MessagingBackend::File(dir) => FileLogs::open(&dir, LogConfig::default()).await?,
+            // TODO(#4): the Kafka backend.
+            MessagingBackend::Kafka(_) => {
+                return Err(std::io::Error::other(
+                    "the Kafka messaging backend is not in this build yet; use file://",
+                ));
+            }
+        };
+        Ok(Messaging {
+            shared,
+            logs: Arc::new(logs),
+            round_robin: Arc::new(AtomicU64::new(0)),
+        })
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(tags((name = "messaging", description = "Topics and messages")))]
+struct MessagingDoc;
+
+/// Builds the messaging routes (and their OpenAPI paths).
+pub fn router(messaging: Messaging) -> OpenApiRouter {
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(topics::create_topic, topics::list_topics))
+        .routes(routes!(
+            topics::get_topic,
+            topics::update_topic,
+            topics::delete_topic
+        ))
+        .routes(routes!(publish::publish))
+        .routes(routes!(publish::read_partition));
+    OpenApiRouter::with_openapi(MessagingDoc::openapi())
+        .nest("/messaging/v1", v1)
+        .with_state(messaging)
+}

@@ -1,0 +1,76 @@
+//! The embedded backend: every partition of every topic as a [`Partition`] log under one
+//! directory (`<dir>/<topic id>/<partition>/`), opened on first use.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use tokio::sync::Mutex;
+
+use crate::log::{LogConfig, LogError, Partition};
+
+/// The open partition logs of the embedded backend.
+#[derive(Debug)]
+pub struct FileLogs {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Held while a partition opens, so two requests never open (and recover) one log twice.
+    open: Mutex<HashMap<(String, u32), Partition>>,
+}
+
+impl FileLogs {
+    /// Uses `dir` for the logs, creating it.
+    ///
+    /// # Errors
+    ///
+    /// Returns the file system's error.
+    pub async fn open(dir: &Path, config: LogConfig) -> std::io::Result<FileLogs> {
+        tokio::fs::create_dir_all(dir).await?;
+        Ok(FileLogs {
+            dir: dir.to_owned(),
+            config,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The log of one partition of a topic, opening (and recovering) it on first use.
+    ///
+    /// # Errors
+    ///
+    /// Returns the log's error when it cannot be opened.
+    pub async fn partition(&self, topic_id: &str, partition: u32) -> Result<Partition, LogError> {
+        let mut open = self.open.lock().await;
+        let key = (topic_id.to_owned(), partition);
+        if let Some(log) = open.get(&key) {
+            return Ok(log.clone());
+        }
+        let dir = self.dir.join(topic_id).join(partition.to_string());
+        let log = Partition::open(&dir, self.config).await?;
+        open.insert(key, log.clone());
+        Ok(log)
+    }
+
+    /// Creates the logs of a new topic's partitions, so that publishing never has to.
+    ///
+    /// # Errors
+    ///
+    /// Returns the log's error.
+    pub async fn create_topic(&self, topic_id: &str, partitions: u32) -> Result<(), LogError> {
+        for partition in 0..partitions {
+            self.partition(topic_id, partition).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes a deleted topic's logs and removes their files.
+    ///
+    /// # Errors
+    ///
+    /// Returns the file system's error.
+    pub async fn delete_topic(&self, topic_id: &str) -> std::io::Result<()> {
+        self.open.lock().await.retain(|(id, _), _| id != topic_id);
+        match tokio::fs::remove_dir_all(self.dir.join(topic_id)).await {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+            _ => Ok(()),
+        }
+    }
+}

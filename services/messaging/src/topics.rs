@@ -1,0 +1,336 @@
+//! Topic rows in the metadata store, and the topic routes.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use plinth_shared::ApiError;
+use plinth_shared::auth::Caller;
+use plinth_shared::extract::{Json, Path};
+use plinth_shared::ids::{from_millis, new_id, now_millis};
+use plinth_shared::quota::Gauge;
+use plinth_shared::store::is_unique_violation;
+use plinth_types::messaging::{CreateTopic, PartitionInfo, Topic, UpdateTopic};
+use plinth_types::{ErrorBody, Scope};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use crate::Messaging;
+use crate::names::TopicName;
+
+/// A topic row, with the id its logs are filed under.
+#[derive(Clone, Debug)]
+pub struct TopicRow {
+    /// Internal id; also the name of the topic's log directory.
+    pub id: String,
+    /// The public description (without partition offsets).
+    pub topic: Topic,
+}
+
+const COLUMNS: &str =
+    "id, name, partitions, retention_seconds, retention_bytes, created_at, updated_at";
+
+fn topic_from_row(row: &AnyRow) -> Result<TopicRow, ApiError> {
+    let limit = |column: &str| -> Result<Option<u64>, ApiError> {
+        Ok(row
+            .try_get::<Option<i64>, _>(column)?
+            .map(|v| v.max(0) as u64))
+    };
+    Ok(TopicRow {
+        id: row.try_get("id")?,
+        topic: Topic {
+            name: row.try_get("name")?,
+            partition_count: u32::try_from(row.try_get::<i64, _>("partitions")?)
+                .map_err(ApiError::internal)?,
+            retention_seconds: limit("retention_seconds")?,
+            retention_bytes: limit("retention_bytes")?,
+            partitions: None,
+            created_at: from_millis(row.try_get("created_at")?),
+            updated_at: from_millis(row.try_get("updated_at")?),
+        },
+    })
+}
+
+/// Reads a topic of a project; another project's topic answers like a missing one.
+///
+/// # Errors
+///
+/// Returns `topic_not_found`.
+pub async fn get_topic_row(
+    conn: &mut AnyConnection,
+    project_id: &str,
+    name: &TopicName,
+) -> Result<TopicRow, ApiError> {
+    let sql = format!("SELECT {COLUMNS} FROM topics WHERE project_id = $1 AND name = $2");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(project_id)
+        .bind(name.as_str())
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| ApiError::TopicNotFound(name.as_str().to_owned()))?;
+    topic_from_row(&row)
+}
+
+/// Returns the caller's project: topics belong to projects, the admin token has none.
+pub(crate) fn project_of(caller: &Caller) -> Result<&str, ApiError> {
+    caller.project_id().ok_or_else(|| {
+        ApiError::InvalidParameter(
+            "the admin token belongs to no project; use a project key or token".into(),
+        )
+    })
+}
+
+/// Lets a publisher or a consumer of `resource` read topic settings.
+fn authorize_read(caller: &Caller, resource: &str) -> Result<(), ApiError> {
+    caller
+        .authorize(Scope::MessagingConsume, resource)
+        .or_else(|_| caller.authorize(Scope::MessagingPublish, resource))
+}
+
+/// A retention setting as stored: `0` (or nothing) means none.
+fn retention(value: Option<u64>, field: &str) -> Result<Option<i64>, ApiError> {
+    match value {
+        None | Some(0) => Ok(None),
+        Some(v) => i64::try_from(v)
+            .map(Some)
+            .map_err(|_| ApiError::InvalidField {
+                field: field.into(),
+                reason: "is out of range".into(),
+            }),
+    }
+}
+
+/// Creates a topic and its partitions' logs.
+#[utoipa::path(
+    post,
+    path = "/topics",
+    tag = "messaging",
+    request_body = CreateTopic,
+    responses(
+        (status = 201, description = "Created", body = Topic),
+        (status = 400, description = "Bad name or settings", body = ErrorBody),
+        (status = 403, description = "Over the topics quota", body = ErrorBody),
+        (status = 409, description = "Name in use", body = ErrorBody),
+    )
+)]
+pub async fn create_topic(
+    State(messaging): State<Messaging>,
+    caller: Caller,
+    Json(body): Json<CreateTopic>,
+) -> Result<(StatusCode, Json<Topic>), ApiError> {
+    let name = TopicName::parse(&body.name)?;
+    caller.authorize(Scope::MessagingPublish, &name.resource())?;
+    let project_id = project_of(&caller)?;
+    let max = messaging.shared.config().messaging_max_partitions;
+    let partitions = body.partitions.unwrap_or(1);
+    if !(1..=max).contains(&partitions) {
+        return Err(ApiError::InvalidField {
+            field: "partitions".into(),
+            reason: format!("must be 1 to {max}"),
+        });
+    }
+    let retention_seconds = retention(body.retention_seconds, "retention_seconds")?;
+    let retention_bytes = retention(body.retention_bytes, "retention_bytes")?;
+
+    let id = new_id("tpc");
+    let now = now_millis();
+    let mut tx = messaging.shared.store().begin().await?;
+    messaging
+        .shared
+        .quotas()
+        .reserve(&mut tx, project_id, Gauge::Topics, 1)
+        .await?;
+    let inserted = sqlx::query(
+        "INSERT INTO topics (id, project_id, name, partitions, retention_seconds, \
+         retention_bytes, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+    )
+    .bind(&id)
+    .bind(project_id)
+    .bind(name.as_str())
+    .bind(i64::from(partitions))
+    .bind(retention_seconds)
+    .bind(retention_bytes)
+    .bind(now)
+    .execute(&mut *tx)
+    .await;
+    match inserted {
+        Err(err) if is_unique_violation(&err) => {
+            return Err(ApiError::TopicNameTaken(name.as_str().to_owned()));
+        }
+        other => other?,
+    };
+    let row = get_topic_row(&mut tx, project_id, &name).await?;
+    tx.commit().await?;
+
+    // The row is the topic; a log that fails to appear here is opened on first use instead.
+    if let Err(err) = messaging.logs.create_topic(&id, partitions).await {
+        tracing::warn!(topic = %name.as_str(), error = %err, "topic logs not created yet");
+    }
+    tracing::info!(project_id, topic = %name.as_str(), partitions, "topic created");
+    Ok((StatusCode::CREATED, Json(row.topic)))
+}
+
+/// Lists the project's topics.
+#[utoipa::path(
+    get,
+    path = "/topics",
+    tag = "messaging",
+    responses((status = 200, description = "Topics by name", body = Vec<Topic>))
+)]
+pub async fn list_topics(
+    State(messaging): State<Messaging>,
+    caller: Caller,
+) -> Result<Json<Vec<Topic>>, ApiError> {
+    caller
+        .require_scope(Scope::MessagingConsume)
+        .or_else(|_| caller.require_scope(Scope::MessagingPublish))?;
+    let project_id = project_of(&caller)?;
+
+    let sql = format!("SELECT {COLUMNS} FROM topics WHERE project_id = $1 ORDER BY name");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(project_id)
+        .fetch_all(messaging.shared.store().pool())
+        .await?;
+    let mut topics = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let topic = topic_from_row(row)?.topic;
+        // A credential limited to some topics sees only those.
+        if authorize_read(&caller, &format!("topic:{}", topic.name)).is_ok() {
+            topics.push(topic);
+        }
+    }
+    Ok(Json(topics))
+}
+
+/// Reads a topic, with each partition's offsets.
+#[utoipa::path(
+    get,
+    path = "/topics/{topic}",
+    tag = "messaging",
+    params(("topic" = String, Path, description = "Topic name")),
+    responses(
+        (status = 200, description = "The topic", body = Topic),
+        (status = 404, description = "No such topic", body = ErrorBody),
+    )
+)]
+pub async fn get_topic(
+    State(messaging): State<Messaging>,
+    caller: Caller,
+    Path(topic): Path<String>,
+) -> Result<Json<Topic>, ApiError> {
+    let name = TopicName::parse(&topic)?;
+    authorize_read(&caller, &name.resource())?;
+    let project_id = project_of(&caller)?;
+
+    let mut conn = messaging.shared.store().pool().acquire().await?;
+    let row = get_topic_row(&mut conn, project_id, &name).await?;
+    drop(conn);
+    let mut partitions = Vec::new();
+    for partition in 0..row.topic.partition_count {
+        let log = messaging
+            .logs
+            .partition(&row.id, partition)
+            .await
+            .map_err(ApiError::internal)?;
+        partitions.push(PartitionInfo {
+            partition,
+            start_offset: log.start(),
+            end_offset: log.high_water(),
+        });
+    }
+    Ok(Json(Topic {
+        partitions: Some(partitions),
+        ..row.topic
+    }))
+}
+
+/// Changes a topic's retention.
+#[utoipa::path(
+    patch,
+    path = "/topics/{topic}",
+    tag = "messaging",
+    params(("topic" = String, Path, description = "Topic name")),
+    request_body = UpdateTopic,
+    responses(
+        (status = 200, description = "The updated topic", body = Topic),
+        (status = 404, description = "No such topic", body = ErrorBody),
+    )
+)]
+pub async fn update_topic(
+    State(messaging): State<Messaging>,
+    caller: Caller,
+    Path(topic): Path<String>,
+    Json(body): Json<UpdateTopic>,
+) -> Result<Json<Topic>, ApiError> {
+    let name = TopicName::parse(&topic)?;
+    caller.authorize(Scope::MessagingPublish, &name.resource())?;
+    let project_id = project_of(&caller)?;
+
+    let mut tx = messaging.shared.store().begin().await?;
+    let current = get_topic_row(&mut tx, project_id, &name).await?;
+    let seconds = match body.retention_seconds {
+        Some(value) => retention(Some(value), "retention_seconds")?,
+        None => retention(current.topic.retention_seconds, "retention_seconds")?,
+    };
+    let bytes = match body.retention_bytes {
+        Some(value) => retention(Some(value), "retention_bytes")?,
+        None => retention(current.topic.retention_bytes, "retention_bytes")?,
+    };
+    sqlx::query(
+        "UPDATE topics SET retention_seconds = $1, retention_bytes = $2, updated_at = $3 \
+         WHERE id = $4",
+    )
+    .bind(seconds)
+    .bind(bytes)
+    .bind(now_millis())
+    .bind(&current.id)
+    .execute(&mut *tx)
+    .await?;
+    let row = get_topic_row(&mut tx, project_id, &name).await?;
+    tx.commit().await?;
+
+    tracing::info!(project_id, topic = %name.as_str(), "topic updated");
+    Ok(Json(row.topic))
+}
+
+/// Deletes a topic and every message in it.
+#[utoipa::path(
+    delete,
+    path = "/topics/{topic}",
+    tag = "messaging",
+    params(("topic" = String, Path, description = "Topic name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such topic", body = ErrorBody),
+    )
+)]
+pub async fn delete_topic(
+    State(messaging): State<Messaging>,
+    caller: Caller,
+    Path(topic): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let name = TopicName::parse(&topic)?;
+    caller.authorize(Scope::MessagingPublish, &name.resource())?;
+    let project_id = project_of(&caller)?;
+
+    let mut tx = messaging.shared.store().begin().await?;
+    let row = get_topic_row(&mut tx, project_id, &name).await?;
+    sqlx::query("DELETE FROM topics WHERE id = $1")
+        .bind(&row.id)
+        .execute(&mut *tx)
+        .await?;
+    messaging
+        .shared
+        .quotas()
+        .release(&mut tx, project_id, Gauge::Topics, 1)
+        .await?;
+    tx.commit().await?;
+
+    // The row is gone, so nothing reaches the logs any more; a crash before this leaves a
+    // directory no row names, which a later start could sweep. TODO(#4): sweep them at start.
+    messaging
+        .logs
+        .delete_topic(&row.id)
+        .await
+        .map_err(ApiError::internal)?;
+    tracing::info!(project_id, topic = %name.as_str(), "topic deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

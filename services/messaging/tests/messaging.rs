@@ -1,0 +1,744 @@
+//! The messaging API end to end on the embedded log: every scenario on SQLite and PostgreSQL
+//! metadata.
+
+use plinth_sdk::Client;
+use plinth_shared::Shared;
+use plinth_shared::testkit::TestBackend;
+use plinth_types::console::{CreateKey, CreateProject, Project, Quotas};
+use plinth_types::{ErrorBody, Scope};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+struct Server {
+    url: String,
+    admin: Client,
+    http: reqwest::Client,
+    backend: TestBackend,
+}
+
+impl Server {
+    async fn start(backend: TestBackend) -> Server {
+        let shared = Shared::open(backend.config.clone(), &backend.admin_token)
+            .await
+            .unwrap();
+        let messaging = plinth_messaging::Messaging::open(shared.clone())
+            .await
+            .unwrap();
+        let routes =
+            plinth_console::router(shared.clone()).merge(plinth_messaging::router(messaging));
+        let (routes, api) = routes.split_for_parts();
+        let app = plinth_shared::http::app(routes, api, &shared);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            plinth_shared::http::serve(listener, app, shared, std::future::pending()).await
+        });
+        let admin = Client::builder()
+            .base_url(&url)
+            .token(&backend.admin_token)
+            .max_retries(0)
+            .build()
+            .unwrap();
+        Server {
+            url,
+            admin,
+            http: reqwest::Client::new(),
+            backend,
+        }
+    }
+
+    /// A project with the given quotas and a key with the given scopes.
+    async fn tenant(&self, name: &str, quotas: Quotas, scopes: Vec<Scope>) -> (Project, String) {
+        let project = self
+            .admin
+            .create_project(&CreateProject {
+                name: name.into(),
+                quotas: Some(quotas),
+            })
+            .await
+            .unwrap();
+        let key = CreateKey {
+            name: "fn".into(),
+            scopes,
+            ..CreateKey::default()
+        };
+        let key = self.admin.create_key(&project.id, &key).await.unwrap();
+        (project, key.secret)
+    }
+
+    async fn publisher(&self, name: &str) -> String {
+        let scopes = vec![Scope::MessagingPublish, Scope::MessagingConsume];
+        self.tenant(name, Quotas::default(), scopes).await.1
+    }
+
+    async fn call(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}/messaging/v1{path}", self.url))
+            .bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+        };
+        (status, value)
+    }
+
+    async fn ok(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let (status, value) = self.call(key, method, path, body).await;
+        assert!(status.is_success(), "{status}: {value}");
+        value
+    }
+
+    async fn refused(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, String) {
+        let (status, value) = self.call(key, method, path, body).await;
+        assert!(status.is_client_error(), "{status}: {value}");
+        let error: ErrorBody = serde_json::from_value(value).unwrap();
+        (status, error.code)
+    }
+}
+
+use reqwest::Method;
+
+async fn topics_are_created_listed_updated_and_deleted(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let key = server.publisher("topics").await;
+
+    let created = server
+        .ok(
+            &key,
+            Method::POST,
+            "/topics",
+            Some(json!({"name": "orders", "partitions": 3, "retention_seconds": 3600})),
+        )
+        .await;
+    assert_eq!(created["name"], "orders");
+    assert_eq!(created["partition_count"], 3);
+    assert_eq!(created["retention_seconds"], 3600);
+    server
+        .ok(
+            &key,
+            Method::POST,
+            "/topics",
+            Some(json!({"name": "audit"})),
+        )
+        .await;
+    let (status, code) = server
+        .refused(
+            &key,
+            Method::POST,
+            "/topics",
+            Some(json!({"name": "orders"})),
+        )
+        .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::CONFLICT, "topic_name_taken")
+    );
+
+    let listed = server.ok(&key, Method::GET, "/topics", None).await;
+    let names: Vec<_> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].clone())
+        .collect();
+    assert_eq!(names, [json!("audit"), json!("orders")]);
+
+    let one = server.ok(&key, Method::GET, "/topics/orders", None).await;
+    let partitions = one["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 3);
+    assert_eq!(
+        partitions[2],
+        json!({"partition": 2, "start_offset": 0, "end_offset": 0})
+    );
+
+    let updated = server
+        .ok(
+            &key,
+            Method::PATCH,
+            "/topics/orders",
+            Some(json!({"retention_seconds": 0, "retention_bytes": 1048576})),
+        )
+        .await;
+    assert_eq!(updated["retention_seconds"], Value::Null);
+    assert_eq!(updated["retention_bytes"], 1048576);
+
+    let (status, _) = server
+        .call(&key, Method::DELETE, "/topics/orders", None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, code) = server
+        .refused(&key, Method::GET, "/topics/orders", None)
+        .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::NOT_FOUND, "topic_not_found")
+    );
+    // The name is free again, and the new topic starts empty.
+    server
+        .ok(
+            &key,
+            Method::POST,
+            "/topics",
+            Some(json!({"name": "orders"})),
+        )
+        .await;
+    let read = server
+        .ok(
+            &key,
+            Method::GET,
+            "/topics/orders/partitions/0/messages",
+            None,
+        )
+        .await;
+    assert_eq!(read["messages"], json!([]));
+}
+
+async fn published_messages_read_back_by_offset_key_and_time(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let key = server.publisher("publish").await;
+    server
+        .ok(
+            &key,
+            Method::POST,
+            "/topics",
+            Some(json!({"name": "events", "partitions": 4})),
+        )
+        .await;
+
+    let one = server
+        .ok(
+            &key,
+            Method::POST,
+            "/topics/events/messages",
+            Some(json!({"messages": [{
+                "value": {"order": 1},
+                "key": "customer-7",
+                "headers": {"source": "test"},
+                "message_id": "m-1",
+            }]})),
+        )
+        .await;
+    let first = one["messages"][0].clone();
+    let partition = first["partition"].as_u64().unwrap();
+
+    // Every message with the same key goes to the same partition, in order.
+    let batch: Vec<Value> = (2..=20)
+        .map(|n| json!({"value": {"order": n}, "key": "customer-7"}))
+        .collect();
+    let published = server
+        .ok(
+            &key,
+            Method::POST,
+            "/topics/events/messages",
+            Some(json!({"messages": batch})),
+        )
+        .await;
+    let published = published["messages"].as_array().unwrap();
+    assert_eq!(published.len(), 19);
+    for (n, entry) in published.iter().enumerate() {
+        assert_eq!(entry["partition"].as_u64(), Some(partition));
+        assert_eq!(
+            entry["offset"].as_u64(),
+            Some(first["offset"].as_u64().unwrap() + 1 + n as u64)
+        );
+    }
+    // Bytes come back as the bytes sent; keyless messages spread over partitions.
+    let bytes = server
+        .ok(&key, Method::POST, "/topics/events/messages", Some(json!({"messages": [
+            {"value_base64": "AAEC/w=="}, {"value_base64": "AAEC/w=="}, {"value_base64": "AAEC/w=="}, {"value_base64": "AAEC/w=="}
+        ]})))
+        .await;
+    let spread: std::collections::BTreeSet<_> = bytes["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["partition"].as_u64().unwrap())
+        .collect();
+    assert_eq!(spread.len(), 4, "{bytes}");
+
+    let path = format!("/topics/events/partitions/{partition}/messages");
+    let read = server
+        .ok(
+            &key,
+            Method::GET,
+            &format!("{path}?offset=0&limit=1000"),
+            None,
+        )
+        .await;
+    let messages = read["messages"].as_array().unwrap();
+    let orders: Vec<_> = messages
+        .iter()
+        .filter(|m| m["key"] == "customer-7")
+        .map(|m| m["value"]["order"].as_u64().unwrap())
+        .collect();
+    assert_eq!(orders, (1..=20).collect::<Vec<_>>());
+    assert_eq!(messages[0]["headers"], json!({"source": "test"}));
+    assert_eq!(messages[0]["message_id"], "m-1");
+    assert_eq!(
+        read["next_offset"],
+        messages.last().unwrap()["offset"].as_u64().unwrap() + 1
+    );
+    let raw = messages
+        .iter()
+        .find(|m| m.get("value_base64").is_some())
+        .unwrap();
+    assert_eq!(raw["value_base64"], "AAEC/w==");
+
+    // Paging: a limit, then on from `next_offset`.
+    let page = server
+        .ok(&key, Method::GET, &format!("{path}?offset=0&limit=5"), None)
+        .await;
+    assert_eq!(page["messages"].as_array().unwrap().len(), 5);
+    assert_eq!(page["next_offset"], 5);
+    let rest = server
+        .ok(
+            &key,
+            Method::GET,
+            &format!("{path}?offset=5&limit=1000"),
+            None,
+        )
+        .await;
+    assert_eq!(rest["messages"][0]["offset"], 5);
+
+    // By time: from a time after everything, nothing; from the first message's time, all.
+    let published_at = messages[0]["published_at"].as_str().unwrap();
+    let from_time = server
+        .ok(
+            &key,
+            Method::GET,
+            &format!("{path}?time={}", published_at.replace('+', "%2B")),
+            None,
+        )
+        .await;
+    assert_eq!(from_time["messages"][0]["offset"], messages[0]["offset"]);
+    let later = server
+        .ok(
+            &key,
+            Method::GET,
+            &format!("{path}?time=2999-01-01T00:00:00Z"),
+            None,
+        )
+        .await;
+    assert_eq!(later["messages"], json!([]));
+
+    // A delayed message carries its delivery time.
+    let delayed = server
+        .ok(
+            &key,
+            Method::POST,
+            "/topics/events/messages",
+            Some(json!({"messages": [{"value": 1, "key": "d", "delay_seconds": 60}]})),
+        )
+        .await;
+    let at = &delayed["messages"][0];
+    let read = server
+        .ok(
+            &key,
+            Method::GET,
+            &format!(
+                "/topics/events/partitions/{}/messages?offset={}",
+                at["partition"], at["offset"]
+            ),
+            None,
+        )
+        .await;
+    assert!(read["messages"][0]["deliver_at"].is_string(), "{read}");
+
+    // The topic shows where each partition ends.
+    let topic = server.ok(&key, Method::GET, "/topics/events", None).await;
+    let total: u64 = topic["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["end_offset"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 20 + 4 + 1);
+}
+
+async fn bad_input_is_refused_and_stores_nothing(mut backend: TestBackend) {
+    backend.config.messaging_max_message_bytes = 100;
+    let server = Server::start(backend).await;
+    let key = server.publisher("bad").await;
+    server
+        .ok(&key, Method::POST, "/topics", Some(json!({"name": "t"})))
+        .await;
+
+    let publish = |messages: Value| Some(json!({ "messages": messages }));
+    let good = json!({"value": "fine"});
+    for (messages, status, code) in [
+        (
+            json!([good, {}]),
+            StatusCode::BAD_REQUEST,
+            "invalid_message",
+        ),
+        (
+            json!([good, {"value": 1, "value_base64": "AA=="}]),
+            StatusCode::BAD_REQUEST,
+            "invalid_message",
+        ),
+        (
+            json!([good, {"value_base64": "not base64!"}]),
+            StatusCode::BAD_REQUEST,
+            "invalid_message",
+        ),
+        (
+            json!([good, {"value": "x".repeat(200)}]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "message_too_large",
+        ),
+        (
+            json!([good, {"value": 1, "delay_seconds": 1, "deliver_at": "2030-01-01T00:00:00Z"}]),
+            StatusCode::BAD_REQUEST,
+            "invalid_message",
+        ),
+        (
+            json!([good, {"value": 1, "delay_seconds": 100_000_000}]),
+            StatusCode::BAD_REQUEST,
+            "invalid_message",
+        ),
+        (
+            json!([good, {"value": 1, "message_id": ""}]),
+            StatusCode::BAD_REQUEST,
+            "invalid_message",
+        ),
+        (
+            json!([good, {"value": 1, "color": "red"}]),
+            StatusCode::BAD_REQUEST,
+            "unknown_field",
+        ),
+        (json!([]), StatusCode::BAD_REQUEST, "invalid_field"),
+    ] {
+        let (got_status, got_code) = server
+            .refused(
+                &key,
+                Method::POST,
+                "/topics/t/messages",
+                publish(messages.clone()),
+            )
+            .await;
+        assert_eq!(
+            (got_status, got_code.as_str()),
+            (status, code),
+            "{messages}"
+        );
+    }
+    let topic = server.ok(&key, Method::GET, "/topics/t", None).await;
+    assert_eq!(
+        topic["partitions"][0]["end_offset"], 0,
+        "a refused batch stored something"
+    );
+
+    for (method, path, body, status, code) in [
+        (
+            Method::POST,
+            "/topics/nope/messages",
+            publish(json!([good])),
+            StatusCode::NOT_FOUND,
+            "topic_not_found",
+        ),
+        (
+            Method::POST,
+            "/topics",
+            Some(json!({"name": "a/b"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_topic_name",
+        ),
+        (
+            Method::POST,
+            "/topics",
+            Some(json!({"name": "p", "partitions": 0})),
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+        ),
+        (
+            Method::POST,
+            "/topics",
+            Some(json!({"name": "p", "partitions": 100000})),
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+        ),
+        (
+            Method::GET,
+            "/topics/t/partitions/1/messages",
+            None,
+            StatusCode::NOT_FOUND,
+            "partition_not_found",
+        ),
+        (
+            Method::GET,
+            "/topics/t/partitions/0/messages?offset=5",
+            None,
+            StatusCode::BAD_REQUEST,
+            "offset_out_of_range",
+        ),
+        (
+            Method::GET,
+            "/topics/t/partitions/0/messages?offset=-1",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+        ),
+        (
+            Method::GET,
+            "/topics/t/partitions/0/messages?limit=0",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+        ),
+        (
+            Method::GET,
+            "/topics/t/partitions/0/messages?offset=0&time=2020-01-01T00:00:00Z",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+        ),
+    ] {
+        let (got_status, got_code) = server.refused(&key, method.clone(), path, body).await;
+        assert_eq!(
+            (got_status, got_code.as_str()),
+            (status, code),
+            "{method} {path}"
+        );
+    }
+    let listed = server.ok(&key, Method::GET, "/topics", None).await;
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        1,
+        "a refused create made a topic"
+    );
+}
+
+async fn another_project_cannot_reach_a_topic(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let owner = server.publisher("owner").await;
+    let other = server.publisher("other").await;
+    server
+        .ok(
+            &owner,
+            Method::POST,
+            "/topics",
+            Some(json!({"name": "private"})),
+        )
+        .await;
+    server
+        .ok(
+            &owner,
+            Method::POST,
+            "/topics/private/messages",
+            Some(json!({"messages": [{"value": "secret"}]})),
+        )
+        .await;
+
+    for (method, path, body) in [
+        (Method::GET, "/topics/private", None),
+        (
+            Method::PATCH,
+            "/topics/private",
+            Some(json!({"retention_seconds": 1})),
+        ),
+        (Method::DELETE, "/topics/private", None),
+        (
+            Method::POST,
+            "/topics/private/messages",
+            Some(json!({"messages": [{"value": "x"}]})),
+        ),
+        (
+            Method::GET,
+            "/topics/private/partitions/0/messages?offset=0",
+            None,
+        ),
+    ] {
+        let (status, code) = server.refused(&other, method.clone(), path, body).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::NOT_FOUND, "topic_not_found"),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(
+        server.ok(&other, Method::GET, "/topics", None).await,
+        json!([])
+    );
+    // The same name is the other project's own topic, with its own messages.
+    server
+        .ok(
+            &other,
+            Method::POST,
+            "/topics",
+            Some(json!({"name": "private"})),
+        )
+        .await;
+    let read = server
+        .ok(
+            &other,
+            Method::GET,
+            "/topics/private/partitions/0/messages",
+            None,
+        )
+        .await;
+    assert_eq!(read["messages"], json!([]));
+    let mine = server
+        .ok(
+            &owner,
+            Method::GET,
+            "/topics/private/partitions/0/messages",
+            None,
+        )
+        .await;
+    assert_eq!(mine["messages"][0]["value"], "secret");
+}
+
+async fn scopes_and_the_topic_quota_are_enforced(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let quotas = Quotas {
+        topics: Some(2),
+        ..Quotas::default()
+    };
+    let (_, key) = server
+        .tenant(
+            "quota",
+            quotas,
+            vec![Scope::MessagingPublish, Scope::MessagingConsume],
+        )
+        .await;
+    for name in ["one", "two"] {
+        server
+            .ok(&key, Method::POST, "/topics", Some(json!({"name": name})))
+            .await;
+    }
+    let (status, code) = server
+        .refused(
+            &key,
+            Method::POST,
+            "/topics",
+            Some(json!({"name": "three"})),
+        )
+        .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::FORBIDDEN, "quota_exceeded")
+    );
+    server.call(&key, Method::DELETE, "/topics/one", None).await;
+    server
+        .ok(
+            &key,
+            Method::POST,
+            "/topics",
+            Some(json!({"name": "three"})),
+        )
+        .await;
+
+    let (_, consumer) = server
+        .tenant("consumer", Quotas::default(), vec![Scope::MessagingConsume])
+        .await;
+    let (status, code) = server
+        .refused(
+            &consumer,
+            Method::POST,
+            "/topics",
+            Some(json!({"name": "mine"})),
+        )
+        .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::FORBIDDEN, "missing_scope")
+    );
+    let (_, storage_only) = server
+        .tenant("storage", Quotas::default(), vec![Scope::StorageRead])
+        .await;
+    let (status, code) = server
+        .refused(&storage_only, Method::GET, "/topics", None)
+        .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::FORBIDDEN, "missing_scope")
+    );
+}
+
+async fn messages_survive_a_restart_of_the_service(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let key = server.publisher("restart").await;
+    server
+        .ok(
+            &key,
+            Method::POST,
+            "/topics",
+            Some(json!({"name": "durable", "partitions": 2})),
+        )
+        .await;
+    let batch: Vec<Value> = (0..50)
+        .map(|n| json!({"value": n, "key": format!("k{}", n % 5)}))
+        .collect();
+    server
+        .ok(
+            &key,
+            Method::POST,
+            "/topics/durable/messages",
+            Some(json!({"messages": batch})),
+        )
+        .await;
+
+    // A second server on the same metadata and data directory: the logs are recovered.
+    let again = Server::start(TestBackend {
+        name: server.backend.name,
+        config: server.backend.config.clone(),
+        admin_token: server.backend.admin_token.clone(),
+        dir: tempfile::tempdir().unwrap(),
+    })
+    .await;
+    let mut values = Vec::new();
+    for partition in 0..2 {
+        let read = again
+            .ok(
+                &key,
+                Method::GET,
+                &format!("/topics/durable/partitions/{partition}/messages?limit=1000"),
+                None,
+            )
+            .await;
+        values.extend(
+            read["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["value"].as_u64().unwrap()),
+        );
+    }
+    values.sort_unstable();
+    assert_eq!(values, (0..50).collect::<Vec<_>>());
+}
+
+plinth_shared::backend_tests!(
+    topics_are_created_listed_updated_and_deleted,
+    published_messages_read_back_by_offset_key_and_time,
+    bad_input_is_refused_and_stores_nothing,
+    another_project_cannot_reach_a_topic,
+    scopes_and_the_topic_quota_are_enforced,
+    messages_survive_a_restart_of_the_service,
+);

@@ -1,0 +1,179 @@
+//! Bodies of the messaging API: topics, publishing and reading partitions.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// A topic of a project.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Topic {
+    /// The topic's name, unique within its project.
+    pub name: String,
+    /// How many partitions it has; messages with the same key go to the same one.
+    pub partition_count: u32,
+    /// Messages older than this are deleted (whole segments at a time), if set.
+    pub retention_seconds: Option<u64>,
+    /// A partition is trimmed (oldest segments first) once it holds more than this, if set.
+    pub retention_bytes: Option<u64>,
+    /// Each partition's offsets; only on `GET /topics/{topic}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<Vec<PartitionInfo>>,
+    /// When the topic was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When its settings last changed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// The offsets a partition holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PartitionInfo {
+    /// The partition's number, from 0.
+    pub partition: u32,
+    /// The oldest offset retention has kept.
+    pub start_offset: u64,
+    /// The offset the next message will get (the high-water mark).
+    pub end_offset: u64,
+}
+
+/// Body of `POST /messaging/v1/topics`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateTopic {
+    /// 1 to 128 of `a-z`, `A-Z`, `0-9`, `.`, `_` and `-`.
+    pub name: String,
+    /// Number of partitions; 1 when absent.
+    #[serde(default)]
+    pub partitions: Option<u32>,
+    /// Delete messages older than this many seconds.
+    #[serde(default)]
+    pub retention_seconds: Option<u64>,
+    /// Trim a partition past this many bytes.
+    #[serde(default)]
+    pub retention_bytes: Option<u64>,
+}
+
+/// Body of `PATCH /messaging/v1/topics/{topic}`; absent fields are left as they are, `0`
+/// removes a limit.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTopic {
+    /// Delete messages older than this many seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_seconds: Option<u64>,
+    /// Trim a partition past this many bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_bytes: Option<u64>,
+}
+
+/// A message to publish. Exactly one of `value` (any JSON) and `value_base64` (bytes) is set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct OutgoingMessage {
+    /// A JSON value, stored as its JSON text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Value>,
+    /// Bytes, in standard base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_base64: Option<String>,
+    /// Messages with the same key go to the same partition, in the order published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Header names and values, passed through to consumers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Hold the message back from subscriptions for this many seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_seconds: Option<u64>,
+    /// Hold the message back from subscriptions until this time.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub deliver_at: Option<OffsetDateTime>,
+    /// The producer's id for the message: a retry with the same id within the
+    /// deduplication window is not stored twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+}
+
+/// Body of `POST /messaging/v1/topics/{topic}/messages`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// One message or many; all are validated before any is stored.
+    pub messages: Vec<OutgoingMessage>,
+}
+
+/// Where a published message was stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Published {
+    /// Its partition.
+    pub partition: u32,
+    /// Its offset in the partition.
+    pub offset: u64,
+}
+
+/// Answer to a publish: one entry per message, in the order sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PublishResponse {
+    /// Where each message went.
+    pub messages: Vec<Published>,
+}
+
+/// A stored message as a reader gets it. Exactly one of `value` and `value_base64` is set:
+/// `value` for a message published as JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Message {
+    /// Its partition.
+    pub partition: u32,
+    /// Its offset in the partition.
+    pub offset: u64,
+    /// When the log stored it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub published_at: OffsetDateTime,
+    /// The JSON value, for a message published with `value`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Value>,
+    /// The bytes, in base64, for a message published with `value_base64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_base64: Option<String>,
+    /// Its key, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Its headers.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// When subscriptions may deliver it, if it was delayed.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub deliver_at: Option<OffsetDateTime>,
+    /// The producer's id for it, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+}
+
+/// Answer to a partition read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReadResponse {
+    /// The messages, in offset order.
+    pub messages: Vec<Message>,
+    /// The offset to read from next.
+    pub next_offset: u64,
+}
