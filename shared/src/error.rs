@@ -51,6 +51,12 @@ pub enum ApiError {
         start: u64,
         end: u64,
     },
+    #[error("{0}")]
+    InvalidSubscriptionName(String),
+    #[error("subscription `{0}` not found")]
+    SubscriptionNotFound(String),
+    #[error("a subscription named `{0}` already exists in the project")]
+    SubscriptionNameTaken(String),
     #[error("topic `{0}` not found")]
     TopicNotFound(String),
     #[error("topic `{topic}` has no partition {partition}")]
@@ -154,6 +160,9 @@ impl ApiError {
             ApiError::InvalidTopicName(_) => ErrorCode::InvalidTopicName,
             ApiError::InvalidMessage { .. } => ErrorCode::InvalidMessage,
             ApiError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+            ApiError::InvalidSubscriptionName(_) => ErrorCode::InvalidSubscriptionName,
+            ApiError::SubscriptionNotFound(_) => ErrorCode::SubscriptionNotFound,
+            ApiError::SubscriptionNameTaken(_) => ErrorCode::SubscriptionNameTaken,
             ApiError::TopicNotFound(_) => ErrorCode::TopicNotFound,
             ApiError::PartitionNotFound { .. } => ErrorCode::PartitionNotFound,
             ApiError::TopicNameTaken(_) => ErrorCode::TopicNameTaken,

@@ -77,6 +77,8 @@ error_codes! {
     /// A topic name breaks the naming rules (1 to 128 of `a-z`, `A-Z`, `0-9`, `.`, `_`,
     /// `-`).
     InvalidTopicName = ("invalid_topic_name", 400),
+    /// A subscription name breaks the naming rules (those of topic names).
+    InvalidSubscriptionName = ("invalid_subscription_name", 400),
     /// A message has no value or two, bad base64, a bad key or header, or a bad delay.
     InvalidMessage = ("invalid_message", 400),
     /// An offset or time lies outside what the partition holds.
@@ -124,6 +126,8 @@ error_codes! {
     KeyNotFound = ("key_not_found", 404),
     /// No such topic in the project (or it belongs to someone else).
     TopicNotFound = ("topic_not_found", 404),
+    /// No such subscription in the project.
+    SubscriptionNotFound = ("subscription_not_found", 404),
     /// The topic has no partition of that number.
     PartitionNotFound = ("partition_not_found", 404),
     /// No route matches the path.
@@ -138,6 +142,8 @@ error_codes! {
     BucketNameTaken = ("bucket_name_taken", 409),
     /// The bucket still holds objects; delete them or pass `force=true`.
     BucketNotEmpty = ("bucket_not_empty", 409),
+    /// The project already has a subscription of this name.
+    SubscriptionNameTaken = ("subscription_name_taken", 409),
     /// The project already has a topic of this name.
     TopicNameTaken = ("topic_name_taken", 409),
     /// The object is larger than the bucket's or project's largest object.

@@ -177,3 +177,129 @@ pub struct ReadResponse {
     /// The offset to read from next.
     pub next_offset: u64,
 }
+
+/// Where a new subscription starts reading.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum StartPosition {
+    /// The oldest message retention has kept.
+    Earliest,
+    /// Only messages published after the subscription is created.
+    #[default]
+    Latest,
+}
+
+/// Body of `POST /messaging/v1/subscriptions`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateSubscription {
+    /// 1 to 128 of `a-z`, `A-Z`, `0-9`, `.`, `_` and `-`, unique within the project.
+    pub name: String,
+    /// The topic to read.
+    pub topic: String,
+    /// Where to start: `earliest` or `latest` (the default).
+    #[serde(default)]
+    pub start: StartPosition,
+    /// Start at the first message stored at or after this time instead.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub start_time: Option<OffsetDateTime>,
+    /// How long a delivery is leased before it is redelivered; 30 when absent.
+    #[serde(default)]
+    pub ack_deadline_seconds: Option<u64>,
+    /// Deliveries before a message is dead-lettered; 5 when absent.
+    #[serde(default)]
+    pub max_delivery_attempts: Option<u32>,
+    /// A topic of the same project that receives messages past their last attempt.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// The first retry waits this long after a nack; each later one twice as long.
+    #[serde(default)]
+    pub retry_backoff_min_seconds: Option<u64>,
+    /// The longest a retry waits.
+    #[serde(default)]
+    pub retry_backoff_max_seconds: Option<u64>,
+}
+
+/// A subscription: a named consumer group on a topic.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Subscription {
+    /// Its name, unique within the project.
+    pub name: String,
+    /// The topic it reads.
+    pub topic: String,
+    /// How long a delivery is leased.
+    pub ack_deadline_seconds: u64,
+    /// Deliveries before a message is dead-lettered.
+    pub max_delivery_attempts: u32,
+    /// Where messages past their last attempt go, if anywhere.
+    pub dead_letter_topic: Option<String>,
+    /// The shortest retry wait after a nack, in seconds.
+    pub retry_backoff_min_seconds: u64,
+    /// The longest retry wait, in seconds.
+    pub retry_backoff_max_seconds: u64,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// Body of `POST /messaging/v1/subscriptions/{subscription}/pull`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PullRequest {
+    /// Most messages to return (1 to 1000; 10 when absent).
+    #[serde(default)]
+    pub max_messages: Option<usize>,
+    /// How long to wait for a first message (0 to 30 seconds; 0 when absent).
+    #[serde(default)]
+    pub wait_seconds: Option<u64>,
+}
+
+/// A delivered message with its lease.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Delivery {
+    /// Acknowledges, nacks or extends this delivery.
+    pub lease_id: String,
+    /// Which delivery of the message this is, from 1.
+    pub attempt: u32,
+    /// The message.
+    pub message: Message,
+}
+
+/// Answer to a pull.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PullResponse {
+    /// The deliveries, possibly none.
+    pub messages: Vec<Delivery>,
+}
+
+/// Body of an ack, a nack or a lease extension.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    /// The leases, as deliveries named them.
+    pub lease_ids: Vec<String>,
+    /// Nack: redeliver after this many seconds instead of the backoff. Extend: the new
+    /// lease length from now.
+    #[serde(default)]
+    pub seconds: Option<u64>,
+}
+
+/// Answer to an ack, a nack or an extension: the leases that no longer held (expired, or
+/// already settled) and so changed nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LeaseResponse {
+    /// Leases that changed nothing.
+    pub expired: Vec<String>,
+}

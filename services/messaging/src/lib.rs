@@ -5,13 +5,14 @@
 //! - [`log`]: the embedded durable log, one per partition (segment files, group commit,
 //!   recovery of a torn tail, retention); [`logs`] keeps every partition's log open.
 //! - [`message`]: how a message is stored as a log record's payload.
-//! - [`topics`], [`publish`]: the HTTP routes.
+//! - [`topics`], [`publish`], [`subscriptions`]: the HTTP routes.
+//! - [`pull`]: pull delivery with leases, acks, nacks, redelivery and dead letters.
 //!
 //! A topic is a row in the metadata store; its messages live in the message log. A publish
 //! answers once its messages are durable; a reader only ever sees durable messages.
 //!
-//! Still to come, all part of issue #4: subscriptions (pull, push, stream), dead letters,
-//! redrive, producer deduplication, retention sweeps, bucket notifications, the Kafka
+//! Still to come, all part of issue #4: push and stream delivery, seek, redrive, producer
+//! deduplication, retention sweeps, bucket notifications, the Kafka
 //! backend, and the messaging quotas beyond the topic count.
 
 pub mod log;
@@ -19,6 +20,8 @@ pub mod logs;
 pub mod message;
 pub mod names;
 pub mod publish;
+pub mod pull;
+pub mod subscriptions;
 pub mod topics;
 
 use std::sync::Arc;
@@ -41,6 +44,8 @@ pub struct Messaging {
     logs: Arc<FileLogs>,
     /// Spreads keyless messages over partitions in turn.
     round_robin: Arc<AtomicU64>,
+    /// Where each subscription's fetching stands.
+    deliveries: Arc<pull::Deliveries>,
 }
 
 impl FromRef<Messaging> for Shared {
@@ -73,6 +78,7 @@ impl Messaging {
             shared,
             logs: Arc::new(logs),
             round_robin: Arc::new(AtomicU64::new(0)),
+            deliveries: Arc::default(),
         })
     }
 }
@@ -91,7 +97,19 @@ pub fn router(messaging: Messaging) -> OpenApiRouter {
             topics::delete_topic
         ))
         .routes(routes!(publish::publish))
-        .routes(routes!(publish::read_partition));
+        .routes(routes!(publish::read_partition))
+        .routes(routes!(
+            subscriptions::create_subscription,
+            subscriptions::list_subscriptions
+        ))
+        .routes(routes!(
+            subscriptions::get_subscription,
+            subscriptions::delete_subscription
+        ))
+        .routes(routes!(pull::pull))
+        .routes(routes!(pull::ack))
+        .routes(routes!(pull::nack))
+        .routes(routes!(pull::extend));
     OpenApiRouter::with_openapi(MessagingDoc::openapi())
         .nest("/messaging/v1", v1)
         .with_state(messaging)

@@ -42,6 +42,33 @@ impl TopicName {
     }
 }
 
+/// A subscription name: the rules of [`TopicName`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SubscriptionName(String);
+
+impl SubscriptionName {
+    /// Parses a subscription name.
+    ///
+    /// # Errors
+    ///
+    /// Returns `invalid_subscription_name` saying which rule the name breaks.
+    pub fn parse(name: &str) -> Result<SubscriptionName, ApiError> {
+        match TopicName::parse(name) {
+            Ok(valid) => Ok(SubscriptionName(valid.0)),
+            Err(err) => Err(ApiError::InvalidSubscriptionName(err.to_string().replacen(
+                "topic name",
+                "subscription name",
+                1,
+            ))),
+        }
+    }
+
+    /// Returns the name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

@@ -22,7 +22,7 @@ use crate::Messaging;
 use crate::log::LogError;
 use crate::message::StoredMessage;
 use crate::names::TopicName;
-use crate::topics::{get_topic_row, project_of};
+use crate::topics::{TopicRow, get_topic_row, project_of};
 
 /// Most messages in one publish request.
 pub const MAX_BATCH: usize = 1000;
@@ -169,20 +169,36 @@ pub async fn publish(
     let row = get_topic_row(&mut conn, project_id, &name).await?;
     drop(conn);
 
-    // Messages are grouped by partition, in request order, and each group is one append, so
-    // a batch's messages for one partition are stored together and in order.
-    let partitions = row.topic.partition_count;
+    let bytes: u64 = messages.iter().map(|m| m.value.len() as u64).sum();
+    let count = messages.len() as u64;
+    let published = append_stored(&messaging, &row, messages).await?;
+
+    let usage = messaging.shared.usage();
+    usage.record(project_id, "messages_published", count);
+    usage.record(project_id, "message_bytes_published", bytes);
+    Ok(Json(PublishResponse {
+        messages: published,
+    }))
+}
+
+/// Appends validated messages to a topic and returns where each went, in their order.
+/// Messages are grouped by partition, in order, and each group is one append, so a batch's
+/// messages for one partition are stored together and in order.
+pub(crate) async fn append_stored(
+    messaging: &Messaging,
+    topic: &TopicRow,
+    messages: Vec<StoredMessage>,
+) -> Result<Vec<Published>, ApiError> {
+    let partitions = topic.topic.partition_count;
     let mut groups: BTreeMap<u32, (Vec<usize>, Vec<Bytes>)> = BTreeMap::new();
-    let mut bytes = 0u64;
     for (index, message) in messages.iter().enumerate() {
-        let partition = partition_for(&messaging, message.key.as_deref(), partitions);
+        let partition = partition_for(messaging, message.key.as_deref(), partitions);
         let group = groups.entry(partition).or_default();
         group.0.push(index);
         group.1.push(message.encode());
-        bytes += message.value.len() as u64;
     }
     let appends = groups.into_iter().map(|(partition, (indexes, payloads))| {
-        let (messaging, topic_id) = (messaging.clone(), row.id.clone());
+        let topic_id = topic.id.clone();
         async move {
             let log = messaging.logs.partition(&topic_id, partition).await?;
             let appended = log.append(payloads).await?;
@@ -205,13 +221,7 @@ pub async fn publish(
             };
         }
     }
-
-    let usage = messaging.shared.usage();
-    usage.record(project_id, "messages_published", messages.len() as u64);
-    usage.record(project_id, "message_bytes_published", bytes);
-    Ok(Json(PublishResponse {
-        messages: published,
-    }))
+    Ok(published)
 }
 
 /// Query of a partition read: from an offset, or from the first message at or after a time;
@@ -302,16 +312,15 @@ pub async fn read_partition(
         })?;
 
     let next_offset = records.last().map_or(from, |r| r.offset + 1);
+    let bytes: usize = records.iter().map(|r| r.payload.len()).sum();
     let mut messages = Vec::with_capacity(records.len());
     for record in records {
         let stored = StoredMessage::decode(&record.payload).map_err(ApiError::internal)?;
         messages.push(to_wire(partition, record.offset, record.timestamp, stored)?);
-        messaging.shared.usage().record(
-            project_id,
-            "message_bytes_read",
-            record.payload.len() as u64,
-        );
     }
+    let usage = messaging.shared.usage();
+    usage.record(project_id, "messages_read", messages.len() as u64);
+    usage.record(project_id, "message_bytes_read", bytes as u64);
     Ok(Json(ReadResponse {
         messages,
         next_offset,

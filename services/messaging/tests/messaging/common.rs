@@ -1,0 +1,127 @@
+//! What every messaging scenario shares: a server on a free port, and request helpers.
+
+pub(crate) use plinth_sdk::Client;
+pub(crate) use plinth_shared::Shared;
+pub(crate) use plinth_shared::testkit::TestBackend;
+pub(crate) use plinth_types::console::{CreateKey, CreateProject, Project, Quotas};
+pub(crate) use plinth_types::{ErrorBody, Scope};
+pub(crate) use reqwest::{Method, StatusCode};
+pub(crate) use serde_json::{Value, json};
+
+pub(crate) struct Server {
+    pub(crate) url: String,
+    pub(crate) admin: Client,
+    pub(crate) http: reqwest::Client,
+    pub(crate) backend: TestBackend,
+}
+
+impl Server {
+    pub(crate) async fn start(backend: TestBackend) -> Server {
+        let shared = Shared::open(backend.config.clone(), &backend.admin_token)
+            .await
+            .unwrap();
+        let messaging = plinth_messaging::Messaging::open(shared.clone())
+            .await
+            .unwrap();
+        let routes =
+            plinth_console::router(shared.clone()).merge(plinth_messaging::router(messaging));
+        let (routes, api) = routes.split_for_parts();
+        let app = plinth_shared::http::app(routes, api, &shared);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            plinth_shared::http::serve(listener, app, shared, std::future::pending()).await
+        });
+        let admin = Client::builder()
+            .base_url(&url)
+            .token(&backend.admin_token)
+            .max_retries(0)
+            .build()
+            .unwrap();
+        Server {
+            url,
+            admin,
+            http: reqwest::Client::new(),
+            backend,
+        }
+    }
+
+    /// A project with the given quotas and a key with the given scopes.
+    pub(crate) async fn tenant(
+        &self,
+        name: &str,
+        quotas: Quotas,
+        scopes: Vec<Scope>,
+    ) -> (Project, String) {
+        let project = self
+            .admin
+            .create_project(&CreateProject {
+                name: name.into(),
+                quotas: Some(quotas),
+            })
+            .await
+            .unwrap();
+        let key = CreateKey {
+            name: "fn".into(),
+            scopes,
+            ..CreateKey::default()
+        };
+        let key = self.admin.create_key(&project.id, &key).await.unwrap();
+        (project, key.secret)
+    }
+
+    pub(crate) async fn publisher(&self, name: &str) -> String {
+        let scopes = vec![Scope::MessagingPublish, Scope::MessagingConsume];
+        self.tenant(name, Quotas::default(), scopes).await.1
+    }
+
+    pub(crate) async fn call(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}/messaging/v1{path}", self.url))
+            .bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+        };
+        (status, value)
+    }
+
+    pub(crate) async fn ok(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let (status, value) = self.call(key, method, path, body).await;
+        assert!(status.is_success(), "{status}: {value}");
+        value
+    }
+
+    pub(crate) async fn refused(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, String) {
+        let (status, value) = self.call(key, method, path, body).await;
+        assert!(status.is_client_error(), "{status}: {value}");
+        let error: ErrorBody = serde_json::from_value(value).unwrap();
+        (status, error.code)
+    }
+}

@@ -1,0 +1,7 @@
+//! The messaging API end to end on the embedded log: every scenario on SQLite and PostgreSQL
+//! metadata. One test binary, for link time; a module per area.
+
+mod common;
+
+mod subscriptions;
+mod topics;

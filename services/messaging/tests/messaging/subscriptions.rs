@@ -1,0 +1,489 @@
+//! Subscriptions: pull, ack, nack, lease expiry, delays, dead letters, restarts.
+
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// A project key, a topic and a subscription on it with the given settings.
+async fn subscribed(server: &Server, tenant: &str, topic: &str, settings: Value) -> String {
+    let key = server.publisher(tenant).await;
+    server
+        .ok(&key, Method::POST, "/topics", Some(json!({"name": topic})))
+        .await;
+    let mut body = json!({"name": format!("{topic}-sub"), "topic": topic, "start": "earliest"});
+    body.as_object_mut()
+        .unwrap()
+        .extend(settings.as_object().unwrap().clone());
+    server
+        .ok(&key, Method::POST, "/subscriptions", Some(body))
+        .await;
+    key
+}
+
+async fn publish(server: &Server, key: &str, topic: &str, messages: Value) {
+    server
+        .ok(
+            key,
+            Method::POST,
+            &format!("/topics/{topic}/messages"),
+            Some(json!({ "messages": messages })),
+        )
+        .await;
+}
+
+async fn pull(server: &Server, key: &str, sub: &str, max: usize, wait: u64) -> Vec<Value> {
+    let body = json!({"max_messages": max, "wait_seconds": wait});
+    let pulled = server
+        .ok(
+            key,
+            Method::POST,
+            &format!("/subscriptions/{sub}/pull"),
+            Some(body),
+        )
+        .await;
+    pulled["messages"].as_array().unwrap().clone()
+}
+
+async fn settle(
+    server: &Server,
+    key: &str,
+    sub: &str,
+    verb: &str,
+    leases: &[&Value],
+    seconds: Option<u64>,
+) -> Value {
+    let mut body = json!({ "lease_ids": leases });
+    if let Some(seconds) = seconds {
+        body["seconds"] = json!(seconds);
+    }
+    server
+        .ok(
+            key,
+            Method::POST,
+            &format!("/subscriptions/{sub}/{verb}"),
+            Some(body),
+        )
+        .await
+}
+
+fn values(deliveries: &[Value]) -> Vec<Value> {
+    deliveries
+        .iter()
+        .map(|d| d["message"]["value"].clone())
+        .collect()
+}
+
+async fn an_unacked_delivery_comes_back_after_its_lease(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let key = subscribed(&server, "lease", "jobs", json!({"ack_deadline_seconds": 1})).await;
+    publish(
+        &server,
+        &key,
+        "jobs",
+        json!([{"value": 1}, {"value": 2}, {"value": 3}]),
+    )
+    .await;
+
+    let first = pull(&server, &key, "jobs-sub", 10, 0).await;
+    assert_eq!(values(&first), [json!(1), json!(2), json!(3)]);
+    assert!(first.iter().all(|d| d["attempt"] == 1));
+    settle(
+        &server,
+        &key,
+        "jobs-sub",
+        "ack",
+        &[&first[0]["lease_id"]],
+        None,
+    )
+    .await;
+    // Leased messages are not handed to a second puller.
+    assert!(pull(&server, &key, "jobs-sub", 10, 0).await.is_empty());
+
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let again = pull(&server, &key, "jobs-sub", 10, 0).await;
+    assert_eq!(values(&again), [json!(2), json!(3)]);
+    assert!(again.iter().all(|d| d["attempt"] == 2));
+    // The first lease of message 2 no longer holds; its new one does.
+    let answer = settle(
+        &server,
+        &key,
+        "jobs-sub",
+        "ack",
+        &[
+            &first[1]["lease_id"],
+            &again[0]["lease_id"],
+            &again[1]["lease_id"],
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(answer["expired"], json!([first[1]["lease_id"]]));
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert!(pull(&server, &key, "jobs-sub", 10, 0).await.is_empty());
+}
+
+async fn a_nack_redelivers_after_its_delay_and_extend_keeps_a_lease(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let key = subscribed(&server, "nack", "work", json!({"ack_deadline_seconds": 1})).await;
+    publish(
+        &server,
+        &key,
+        "work",
+        json!([{"value": "a"}, {"value": "b"}]),
+    )
+    .await;
+    let got = pull(&server, &key, "work-sub", 10, 0).await;
+    assert_eq!(got.len(), 2);
+
+    settle(
+        &server,
+        &key,
+        "work-sub",
+        "nack",
+        &[&got[0]["lease_id"]],
+        Some(1),
+    )
+    .await;
+    settle(
+        &server,
+        &key,
+        "work-sub",
+        "extend",
+        &[&got[1]["lease_id"]],
+        Some(5),
+    )
+    .await;
+    assert!(
+        pull(&server, &key, "work-sub", 10, 0).await.is_empty(),
+        "a nack's delay or an extended lease was ignored"
+    );
+
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let retried = pull(&server, &key, "work-sub", 10, 0).await;
+    // Only the nacked one: the other's lease now runs 5 s.
+    assert_eq!(values(&retried), [json!("a")]);
+    assert_eq!(retried[0]["attempt"], 2);
+    // A nack without a delay waits for the backoff (1 s minimum by default).
+    settle(
+        &server,
+        &key,
+        "work-sub",
+        "nack",
+        &[&retried[0]["lease_id"]],
+        None,
+    )
+    .await;
+    assert!(pull(&server, &key, "work-sub", 10, 0).await.is_empty());
+    let later = pull(&server, &key, "work-sub", 10, 3).await;
+    assert_eq!(values(&later), [json!("a")]);
+}
+
+async fn a_delayed_message_is_not_delivered_before_its_time(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let key = subscribed(&server, "delay", "later", json!({})).await;
+    let published = Instant::now();
+    publish(
+        &server,
+        &key,
+        "later",
+        json!([{"value": "later", "delay_seconds": 2}, {"value": "now"}]),
+    )
+    .await;
+
+    let now = pull(&server, &key, "later-sub", 10, 0).await;
+    assert_eq!(values(&now), [json!("now")]);
+    settle(
+        &server,
+        &key,
+        "later-sub",
+        "ack",
+        &[&now[0]["lease_id"]],
+        None,
+    )
+    .await;
+    let mut delayed = Vec::new();
+    while delayed.is_empty() && published.elapsed() < Duration::from_secs(10) {
+        delayed = pull(&server, &key, "later-sub", 10, 1).await;
+    }
+    assert_eq!(values(&delayed), [json!("later")]);
+    assert!(
+        published.elapsed() >= Duration::from_secs(2),
+        "delivered after {:?}",
+        published.elapsed()
+    );
+}
+
+async fn a_message_past_its_last_attempt_goes_to_the_dead_letter_topic(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let key = server.publisher("dlq").await;
+    for topic in ["orders", "orders-dlq"] {
+        server
+            .ok(&key, Method::POST, "/topics", Some(json!({"name": topic})))
+            .await;
+    }
+    server
+        .ok(
+            &key,
+            Method::POST,
+            "/subscriptions",
+            Some(json!({
+                "name": "billing", "topic": "orders", "start": "earliest",
+                "max_delivery_attempts": 2, "dead_letter_topic": "orders-dlq",
+            })),
+        )
+        .await;
+    server
+        .ok(
+            &key,
+            Method::POST,
+            "/subscriptions",
+            Some(json!({"name": "dead", "topic": "orders-dlq", "start": "earliest"})),
+        )
+        .await;
+    publish(
+        &server,
+        &key,
+        "orders",
+        json!([{"value": {"id": 9}, "key": "c-1", "headers": {"trace": "t-1"}}]),
+    )
+    .await;
+
+    for attempt in 1..=2 {
+        let got = pull(&server, &key, "billing", 10, 0).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0]["attempt"], attempt);
+        settle(
+            &server,
+            &key,
+            "billing",
+            "nack",
+            &[&got[0]["lease_id"]],
+            Some(0),
+        )
+        .await;
+    }
+    assert!(
+        pull(&server, &key, "billing", 10, 0).await.is_empty(),
+        "a third attempt was delivered"
+    );
+
+    let dead = pull(&server, &key, "dead", 10, 0).await;
+    assert_eq!(dead.len(), 1);
+    let message = &dead[0]["message"];
+    assert_eq!(message["value"], json!({"id": 9}));
+    assert_eq!(message["key"], "c-1");
+    assert_eq!(message["headers"]["trace"], "t-1");
+    assert_eq!(message["headers"]["plinth-dead-letter-topic"], "orders");
+    assert_eq!(
+        message["headers"]["plinth-dead-letter-subscription"],
+        "billing"
+    );
+    assert_eq!(message["headers"]["plinth-dead-letter-attempts"], "2");
+    assert_eq!(message["headers"]["plinth-dead-letter-offset"], "0");
+}
+
+async fn start_positions_and_long_polls(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let key = server.publisher("start").await;
+    server
+        .ok(
+            &key,
+            Method::POST,
+            "/topics",
+            Some(json!({"name": "feed", "partitions": 2})),
+        )
+        .await;
+    publish(
+        &server,
+        &key,
+        "feed",
+        json!([{"value": "old", "key": "a"}, {"value": "old", "key": "b"}]),
+    )
+    .await;
+    for (name, start) in [("from-start", "earliest"), ("from-now", "latest")] {
+        server
+            .ok(
+                &key,
+                Method::POST,
+                "/subscriptions",
+                Some(json!({"name": name, "topic": "feed", "start": start})),
+            )
+            .await;
+    }
+    assert_eq!(pull(&server, &key, "from-start", 10, 0).await.len(), 2);
+    assert!(pull(&server, &key, "from-now", 10, 0).await.is_empty());
+
+    // A waiting pull is answered as soon as a message arrives.
+    let publisher = (server.url.clone(), key.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        reqwest::Client::new()
+            .post(format!("{}/messaging/v1/topics/feed/messages", publisher.0))
+            .bearer_auth(publisher.1)
+            .json(&json!({"messages": [{"value": "new"}]}))
+            .send()
+            .await
+            .unwrap();
+    });
+    let asked = Instant::now();
+    let got = pull(&server, &key, "from-now", 10, 20).await;
+    assert_eq!(values(&got), [json!("new")]);
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "the long poll slept on: {:?}",
+        asked.elapsed()
+    );
+}
+
+async fn delivery_state_survives_a_restart(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let key = subscribed(
+        &server,
+        "restart",
+        "tasks",
+        json!({"ack_deadline_seconds": 1}),
+    )
+    .await;
+    let batch: Vec<Value> = (0..5).map(|n| json!({ "value": n })).collect();
+    publish(&server, &key, "tasks", json!(batch)).await;
+    let got = pull(&server, &key, "tasks-sub", 10, 0).await;
+    assert_eq!(got.len(), 5);
+    settle(
+        &server,
+        &key,
+        "tasks-sub",
+        "ack",
+        &[&got[0]["lease_id"], &got[3]["lease_id"]],
+        None,
+    )
+    .await;
+
+    let again = Server::start(TestBackend {
+        name: server.backend.name,
+        config: server.backend.config.clone(),
+        admin_token: server.backend.admin_token.clone(),
+        dir: tempfile::tempdir().unwrap(),
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let redelivered = pull(&again, &key, "tasks-sub", 10, 0).await;
+    assert_eq!(values(&redelivered), [json!(1), json!(2), json!(4)]);
+    assert!(redelivered.iter().all(|d| d["attempt"] == 2));
+}
+
+async fn subscriptions_are_private_and_bad_requests_are_refused(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let owner = subscribed(&server, "owner", "mine", json!({})).await;
+    let other = server.publisher("other").await;
+    publish(&server, &owner, "mine", json!([{"value": 1}])).await;
+    let lease = json!({"lease_ids": ["0.0.1.abcd"], "seconds": 5});
+    for (method, path, body) in [
+        (Method::GET, "/subscriptions/mine-sub", None),
+        (Method::DELETE, "/subscriptions/mine-sub", None),
+        (
+            Method::POST,
+            "/subscriptions/mine-sub/pull",
+            Some(json!({})),
+        ),
+        (
+            Method::POST,
+            "/subscriptions/mine-sub/ack",
+            Some(lease.clone()),
+        ),
+        (
+            Method::POST,
+            "/subscriptions/mine-sub/nack",
+            Some(lease.clone()),
+        ),
+        (
+            Method::POST,
+            "/subscriptions/mine-sub/extend",
+            Some(lease.clone()),
+        ),
+    ] {
+        let (status, code) = server.refused(&other, method.clone(), path, body).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::NOT_FOUND, "subscription_not_found"),
+            "{method} {path}"
+        );
+    }
+    let (status, code) = server
+        .refused(
+            &other,
+            Method::POST,
+            "/subscriptions",
+            Some(json!({"name": "spy", "topic": "mine"})),
+        )
+        .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::NOT_FOUND, "topic_not_found")
+    );
+    assert_eq!(
+        server.ok(&other, Method::GET, "/subscriptions", None).await,
+        json!([])
+    );
+
+    for (path, body, code) in [
+        (
+            "/subscriptions",
+            json!({"name": "bad name", "topic": "mine"}),
+            "invalid_subscription_name",
+        ),
+        (
+            "/subscriptions",
+            json!({"name": "mine-sub", "topic": "mine"}),
+            "subscription_name_taken",
+        ),
+        (
+            "/subscriptions",
+            json!({"name": "x", "topic": "mine", "ack_deadline_seconds": 0}),
+            "invalid_field",
+        ),
+        (
+            "/subscriptions",
+            json!({"name": "x", "topic": "mine", "dead_letter_topic": "nope"}),
+            "topic_not_found",
+        ),
+        (
+            "/subscriptions/mine-sub/pull",
+            json!({"max_messages": 0}),
+            "invalid_field",
+        ),
+        (
+            "/subscriptions/mine-sub/pull",
+            json!({"wait_seconds": 31}),
+            "invalid_field",
+        ),
+        (
+            "/subscriptions/mine-sub/ack",
+            json!({"lease_ids": []}),
+            "invalid_field",
+        ),
+        (
+            "/subscriptions/mine-sub/extend",
+            json!({"lease_ids": ["0.0.1.x"]}),
+            "invalid_field",
+        ),
+    ] {
+        let (_, got) = server
+            .refused(&owner, Method::POST, path, Some(body.clone()))
+            .await;
+        assert_eq!(got, code, "{path} {body}");
+    }
+    // A refused request left the message where it was.
+    assert_eq!(pull(&server, &owner, "mine-sub", 10, 0).await.len(), 1);
+    let listed = server.ok(&owner, Method::GET, "/subscriptions", None).await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+}
+
+plinth_shared::backend_tests!(
+    an_unacked_delivery_comes_back_after_its_lease,
+    a_nack_redelivers_after_its_delay_and_extend_keeps_a_lease,
+    a_delayed_message_is_not_delivered_before_its_time,
+    a_message_past_its_last_attempt_goes_to_the_dead_letter_topic,
+    start_positions_and_long_polls,
+    delivery_state_survives_a_restart,
+    subscriptions_are_private_and_bad_requests_are_refused,
+);
