@@ -303,3 +303,25 @@ pub struct LeaseResponse {
     /// Leases that changed nothing.
     pub expired: Vec<String>,
 }
+
+/// Body of `POST /messaging/v1/subscriptions/{subscription}/seek`: either a time (every
+/// partition), or a partition and an offset. Messages before the target count as
+/// acknowledged, messages from it on as never delivered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SeekRequest {
+    /// Seek every partition to its first message stored at or after this time.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub time: Option<OffsetDateTime>,
+    /// Seek this partition...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
+    /// ...to this offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}

@@ -6,12 +6,13 @@
 //!   recovery of a torn tail, retention); [`logs`] keeps every partition's log open.
 //! - [`message`]: how a message is stored as a log record's payload.
 //! - [`topics`], [`publish`], [`subscriptions`]: the HTTP routes.
-//! - [`pull`]: pull delivery with leases, acks, nacks, redelivery and dead letters.
+//! - [`pull`]: pull delivery with leases, acks, nacks, redelivery and dead letters; [`seek`]
+//!   moves a subscription to a time or an offset.
 //!
 //! A topic is a row in the metadata store; its messages live in the message log. A publish
 //! answers once its messages are durable; a reader only ever sees durable messages.
 //!
-//! Still to come, all part of issue #4: push and stream delivery, seek, redrive, producer
+//! Still to come, all part of issue #4: push and stream delivery, redrive, producer
 //! deduplication, retention sweeps, bucket notifications, the Kafka
 //! backend, and the messaging quotas beyond the topic count.
 
@@ -21,6 +22,7 @@ pub mod message;
 pub mod names;
 pub mod publish;
 pub mod pull;
+pub mod seek;
 pub mod subscriptions;
 pub mod topics;
 
@@ -109,7 +111,8 @@ pub fn router(messaging: Messaging) -> OpenApiRouter {
         .routes(routes!(pull::pull))
         .routes(routes!(pull::ack))
         .routes(routes!(pull::nack))
-        .routes(routes!(pull::extend));
+        .routes(routes!(pull::extend))
+        .routes(routes!(seek::seek));
     OpenApiRouter::with_openapi(MessagingDoc::openapi())
         .nest("/messaging/v1", v1)
         .with_state(messaging)

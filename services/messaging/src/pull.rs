@@ -46,7 +46,7 @@ pub struct Deliveries {
 type Cursors = Arc<Mutex<Option<Vec<u64>>>>;
 
 impl Deliveries {
-    fn entry(&self, subscription_id: &str) -> Cursors {
+    pub(crate) fn entry(&self, subscription_id: &str) -> Cursors {
         let mut cursors = self
             .cursors
             .lock()

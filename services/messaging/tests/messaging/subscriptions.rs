@@ -478,7 +478,70 @@ async fn subscriptions_are_private_and_bad_requests_are_refused(backend: TestBac
     assert_eq!(listed.as_array().unwrap().len(), 1);
 }
 
+async fn seeking_replays_or_skips(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let key = subscribed(&server, "seek", "log", json!({})).await;
+    let batch: Vec<Value> = (0..6).map(|n| json!({ "value": n })).collect();
+    publish(&server, &key, "log", json!(batch)).await;
+    let got = pull(&server, &key, "log-sub", 10, 0).await;
+    let leases: Vec<&Value> = got.iter().map(|d| &d["lease_id"]).collect();
+    settle(&server, &key, "log-sub", "ack", &leases, None).await;
+    assert!(pull(&server, &key, "log-sub", 10, 0).await.is_empty());
+
+    // Back to offset 2: 2..6 are delivered again, as first deliveries.
+    let (status, _) = server
+        .call(
+            &key,
+            Method::POST,
+            "/subscriptions/log-sub/seek",
+            Some(json!({"partition": 0, "offset": 2})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let replayed = pull(&server, &key, "log-sub", 10, 0).await;
+    assert_eq!(values(&replayed), [json!(2), json!(3), json!(4), json!(5)]);
+    assert!(replayed.iter().all(|d| d["attempt"] == 1));
+    // Their old leases died with the seek.
+    let stale = settle(&server, &key, "log-sub", "ack", &leases[2..3], None).await;
+    assert_eq!(stale["expired"], json!([leases[2]]));
+
+    // To a time after everything: nothing is left to deliver.
+    let (status, _) = server
+        .call(
+            &key,
+            Method::POST,
+            "/subscriptions/log-sub/seek",
+            Some(json!({"time": "2999-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(pull(&server, &key, "log-sub", 10, 0).await.is_empty());
+
+    for (body, code) in [
+        (json!({}), "invalid_field"),
+        (json!({"partition": 0}), "invalid_field"),
+        (json!({"partition": 0, "offset": 7}), "offset_out_of_range"),
+        (json!({"partition": 3, "offset": 0}), "partition_not_found"),
+        (
+            json!({"time": "2020-01-01T00:00:00Z", "partition": 0, "offset": 0}),
+            "invalid_field",
+        ),
+    ] {
+        let (_, got) = server
+            .refused(
+                &key,
+                Method::POST,
+                "/subscriptions/log-sub/seek",
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(got, code, "{body}");
+    }
+}
+
 plinth_shared::backend_tests!(
+    seeking_replays_or_skips,
     an_unacked_delivery_comes_back_after_its_lease,
     a_nack_redelivers_after_its_delay_and_extend_keeps_a_lease,
     a_delayed_message_is_not_delivered_before_its_time,
