@@ -307,6 +307,20 @@ impl Config {
             }
         }
         self.storage_backend()?;
+        self.messaging_backend()?;
+        // Bounded so that a message with its headers always fits one log record (64 MiB).
+        if !(1..=16 * 1024 * 1024).contains(&self.messaging_max_message_bytes) {
+            return Err(ConfigError::Value {
+                key: "messaging_max_message_bytes",
+                reason: "must be 1 to 16777216".into(),
+            });
+        }
+        if !(1..=1024).contains(&self.messaging_max_partitions) {
+            return Err(ConfigError::Value {
+                key: "messaging_max_partitions",
+                reason: "must be 1 to 1024".into(),
+            });
+        }
         if self.storage_s3_secret_access_key.is_some()
             && self.storage_s3_secret_access_key_file.is_some()
         {

@@ -200,8 +200,8 @@ pub struct CreateSubscription {
     /// The topic to read.
     pub topic: String,
     /// Where to start: `earliest` or `latest` (the default).
-    #[serde(default)]
-    pub start: StartPosition,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<StartPosition>,
     /// Start at the first message stored at or after this time instead.
     #[serde(
         default,

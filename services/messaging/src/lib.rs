@@ -6,8 +6,8 @@
 //!   recovery of a torn tail, retention); [`logs`] keeps every partition's log open.
 //! - [`message`]: how a message is stored as a log record's payload.
 //! - [`topics`], [`publish`], [`subscriptions`]: the HTTP routes.
-//! - [`pull`]: pull delivery with leases, acks, nacks, redelivery and dead letters; [`seek`]
-//!   moves a subscription to a time or an offset.
+//! - [`delivery`]: the delivery state of subscriptions (leases, acks, nacks, redelivery, dead
+//!   letters); [`pull`] and [`seek`] are its routes.
 //!
 //! A topic is a row in the metadata store; its messages live in the message log. A publish
 //! answers once its messages are durable; a reader only ever sees durable messages.
@@ -16,6 +16,7 @@
 //! deduplication, retention sweeps, bucket notifications, the Kafka
 //! backend, and the messaging quotas beyond the topic count.
 
+pub mod delivery;
 pub mod log;
 pub mod logs;
 pub mod message;
@@ -47,7 +48,7 @@ pub struct Messaging {
     /// Spreads keyless messages over partitions in turn.
     round_robin: Arc<AtomicU64>,
     /// Where each subscription's fetching stands.
-    deliveries: Arc<pull::Deliveries>,
+    deliveries: Arc<delivery::Deliveries>,
 }
 
 impl FromRef<Messaging> for Shared {
@@ -82,6 +83,22 @@ impl Messaging {
             round_robin: Arc::new(AtomicU64::new(0)),
             deliveries: Arc::default(),
         })
+    }
+}
+
+/// The answer to a log failure with no more specific meaning at its call site: a partition
+/// that stopped after a failed write, or a closed one, is a backend to retry later; a
+/// damaged one, or a read past its ends, is the server's fault.
+pub(crate) fn log_error(err: log::LogError) -> plinth_shared::ApiError {
+    use plinth_shared::ApiError;
+    match err {
+        log::LogError::Failed | log::LogError::Closed => ApiError::Unavailable(err.into()),
+        // The topic was deleted while the request was on its way.
+        log::LogError::NoSuchLog(_) => ApiError::TopicNotFound("(deleted)".into()),
+        log::LogError::Io(_)
+        | log::LogError::Corrupt { .. }
+        | log::LogError::OffsetOutOfRange { .. }
+        | log::LogError::PayloadTooLarge { .. } => ApiError::internal(err),
     }
 }
 

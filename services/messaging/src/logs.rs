@@ -36,14 +36,28 @@ impl FileLogs {
     ///
     /// # Errors
     ///
-    /// Returns the log's error when it cannot be opened.
+    /// Returns [`LogError::NoSuchLog`] when the topic's logs were never made or have been
+    /// deleted (a request racing the topic's deletion must not bring them back), and the
+    /// log's error when it cannot be opened.
     pub async fn partition(&self, topic_id: &str, partition: u32) -> Result<Partition, LogError> {
+        self.open_partition(topic_id, partition, false).await
+    }
+
+    async fn open_partition(
+        &self,
+        topic_id: &str,
+        partition: u32,
+        create: bool,
+    ) -> Result<Partition, LogError> {
         let mut open = self.open.lock().await;
         let key = (topic_id.to_owned(), partition);
         if let Some(log) = open.get(&key) {
             return Ok(log.clone());
         }
         let dir = self.dir.join(topic_id).join(partition.to_string());
+        if !create && !tokio::fs::try_exists(&dir).await? {
+            return Err(LogError::NoSuchLog(topic_id.to_owned()));
+        }
         let log = Partition::open(&dir, self.config).await?;
         open.insert(key, log.clone());
         Ok(log)
@@ -56,8 +70,10 @@ impl FileLogs {
     /// Returns the log's error.
     pub async fn create_topic(&self, topic_id: &str, partitions: u32) -> Result<(), LogError> {
         for partition in 0..partitions {
-            self.partition(topic_id, partition).await?;
+            self.open_partition(topic_id, partition, true).await?;
         }
+        // The topic's own directory is new in the root: make that entry durable too.
+        tokio::fs::File::open(&self.dir).await?.sync_all().await?;
         Ok(())
     }
 

@@ -18,11 +18,11 @@ use plinth_types::{ErrorBody, Scope};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use crate::Messaging;
 use crate::log::LogError;
 use crate::message::StoredMessage;
 use crate::names::TopicName;
 use crate::topics::{TopicRow, get_topic_row, project_of};
+use crate::{Messaging, log_error};
 
 /// Most messages in one publish request.
 pub const MAX_BATCH: usize = 1000;
@@ -353,12 +353,4 @@ pub(crate) fn to_wire(
         deliver_at: stored.deliver_at.map(from_millis),
         message_id: stored.message_id,
     })
-}
-
-/// A log failure the client cannot fix: the partition is damaged or its disk failed.
-fn log_error(err: LogError) -> ApiError {
-    match err {
-        LogError::Failed | LogError::Closed => ApiError::Unavailable(err.into()),
-        other => ApiError::internal(other),
-    }
 }

@@ -8,8 +8,8 @@ use plinth_shared::extract::{Json, Path};
 use plinth_types::ErrorBody;
 use plinth_types::messaging::SeekRequest;
 
-use crate::Messaging;
 use crate::subscriptions::authorized_subscription;
+use crate::{Messaging, log_error};
 
 /// Moves a subscription to a time (every partition) or one partition to an offset. What lies
 /// before the target counts as acknowledged, what lies after as never delivered, so seeking
@@ -47,12 +47,10 @@ pub async fn seek(
                     .logs
                     .partition(&sub.topic.id, partition)
                     .await
-                    .map_err(ApiError::internal)?;
+                    .map_err(log_error)?;
                 targets.push((
                     partition,
-                    log.offset_for_time(millis)
-                        .await
-                        .map_err(ApiError::internal)?,
+                    log.offset_for_time(millis).await.map_err(log_error)?,
                 ));
             }
             targets
@@ -68,7 +66,7 @@ pub async fn seek(
                 .logs
                 .partition(&sub.topic.id, partition)
                 .await
-                .map_err(ApiError::internal)?;
+                .map_err(log_error)?;
             let (start, end) = (log.start(), log.high_water());
             if !(start..=end).contains(&offset) {
                 return Err(ApiError::OffsetOutOfRange {

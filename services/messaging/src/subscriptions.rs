@@ -13,9 +13,9 @@ use plinth_types::{ErrorBody, Scope};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::Messaging;
 use crate::names::{SubscriptionName, TopicName};
 use crate::topics::{TopicRow, get_topic_row, project_of};
+use crate::{Messaging, log_error};
 
 /// Longest lease, and longest explicit retry delay.
 pub(crate) const MAX_DEADLINE_SECONDS: u64 = 600;
@@ -181,6 +181,18 @@ pub async fn create_subscription(
         "retry_backoff_min_seconds",
         0..=3600,
     )?;
+    if body.start.is_some() && body.start_time.is_some() {
+        return Err(ApiError::InvalidField {
+            field: "start_time".into(),
+            reason: "give `start` or `start_time`, not both".into(),
+        });
+    }
+    if body.dead_letter_topic.as_deref() == Some(body.topic.as_str()) {
+        return Err(ApiError::InvalidField {
+            field: "dead_letter_topic".into(),
+            reason: "must be another topic than the one read".into(),
+        });
+    }
     let backoff_max = bounded(
         body.retry_backoff_max_seconds,
         600,
@@ -207,12 +219,12 @@ pub async fn create_subscription(
             .logs
             .partition(&topic_row.id, partition)
             .await
-            .map_err(ApiError::internal)?;
-        let start = match (body.start_time, body.start) {
+            .map_err(log_error)?;
+        let start = match (body.start_time, body.start.unwrap_or_default()) {
             (Some(time), _) => log
                 .offset_for_time((time.unix_timestamp_nanos() / 1_000_000) as i64)
                 .await
-                .map_err(ApiError::internal)?,
+                .map_err(log_error)?,
             (None, StartPosition::Earliest) => log.start(),
             (None, StartPosition::Latest) => log.high_water(),
         };
@@ -343,7 +355,7 @@ pub async fn delete_subscription(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    messaging.deliveries.forget(&row.id).await;
+    messaging.deliveries.forget(&row.id);
     tracing::info!(subscription = %row.subscription.name, "subscription deleted");
     Ok(StatusCode::NO_CONTENT)
 }

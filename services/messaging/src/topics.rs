@@ -13,8 +13,8 @@ use plinth_types::{ErrorBody, Scope};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::Messaging;
 use crate::names::TopicName;
+use crate::{Messaging, log_error};
 
 /// A topic row, with the id its logs are filed under.
 #[derive(Clone, Debug)]
@@ -130,7 +130,45 @@ pub async fn create_topic(
     let retention_seconds = retention(body.retention_seconds, "retention_seconds")?;
     let retention_bytes = retention(body.retention_bytes, "retention_bytes")?;
 
+    // The logs come first, so that a committed topic always has them; if the row then
+    // fails, they go again.
     let id = new_id("tpc");
+    messaging
+        .logs
+        .create_topic(&id, partitions)
+        .await
+        .map_err(log_error)?;
+    let created = insert_topic(
+        &messaging,
+        project_id,
+        &id,
+        &name,
+        partitions,
+        (retention_seconds, retention_bytes),
+    )
+    .await;
+    let row = match created {
+        Ok(row) => row,
+        Err(err) => {
+            if let Err(cleanup) = messaging.logs.delete_topic(&id).await {
+                tracing::warn!(topic_id = %id, error = %cleanup, "logs of a refused topic left behind");
+            }
+            return Err(err);
+        }
+    };
+    tracing::info!(project_id, topic = %name.as_str(), partitions, "topic created");
+    Ok((StatusCode::CREATED, Json(row.topic)))
+}
+
+/// Inserts a topic's row under the project's topic quota.
+async fn insert_topic(
+    messaging: &Messaging,
+    project_id: &str,
+    id: &str,
+    name: &TopicName,
+    partitions: u32,
+    (retention_seconds, retention_bytes): (Option<i64>, Option<i64>),
+) -> Result<TopicRow, ApiError> {
     let now = now_millis();
     let mut tx = messaging.shared.store().begin().await?;
     messaging
@@ -142,7 +180,7 @@ pub async fn create_topic(
         "INSERT INTO topics (id, project_id, name, partitions, retention_seconds, \
          retention_bytes, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
     )
-    .bind(&id)
+    .bind(id)
     .bind(project_id)
     .bind(name.as_str())
     .bind(i64::from(partitions))
@@ -157,15 +195,9 @@ pub async fn create_topic(
         }
         other => other?,
     };
-    let row = get_topic_row(&mut tx, project_id, &name).await?;
+    let row = get_topic_row(&mut tx, project_id, name).await?;
     tx.commit().await?;
-
-    // The row is the topic; a log that fails to appear here is opened on first use instead.
-    if let Err(err) = messaging.logs.create_topic(&id, partitions).await {
-        tracing::warn!(topic = %name.as_str(), error = %err, "topic logs not created yet");
-    }
-    tracing::info!(project_id, topic = %name.as_str(), partitions, "topic created");
-    Ok((StatusCode::CREATED, Json(row.topic)))
+    Ok(row)
 }
 
 /// Lists the project's topics.
@@ -229,7 +261,7 @@ pub async fn get_topic(
             .logs
             .partition(&row.id, partition)
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(log_error)?;
         partitions.push(PartitionInfo {
             partition,
             start_offset: log.start(),

@@ -37,4 +37,5 @@ CREATE TABLE subscription_messages (
     PRIMARY KEY (subscription_id, partition_no, offset_no)
 );
 
-CREATE INDEX subscription_messages_by_lease ON subscription_messages (subscription_id, lease_id);
+-- The due-message query of every pull: waiting or leased rows whose time has come.
+CREATE INDEX subscription_messages_due ON subscription_messages (subscription_id, state, visible_at);

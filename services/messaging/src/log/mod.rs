@@ -69,6 +69,9 @@ pub enum LogError {
     /// The partition's writer has stopped.
     #[error("the partition is closed")]
     Closed,
+    /// No log exists for this topic (it was deleted, or never made).
+    #[error("no log for topic {0}")]
+    NoSuchLog(String),
     /// The file system's error.
     #[error(transparent)]
     Io(#[from] io::Error),

@@ -447,6 +447,16 @@ async fn subscriptions_are_private_and_bad_requests_are_refused(backend: TestBac
             "topic_not_found",
         ),
         (
+            "/subscriptions",
+            json!({"name": "x", "topic": "mine", "dead_letter_topic": "mine"}),
+            "invalid_field",
+        ),
+        (
+            "/subscriptions",
+            json!({"name": "x", "topic": "mine", "start": "latest", "start_time": "2020-01-01T00:00:00Z"}),
+            "invalid_field",
+        ),
+        (
             "/subscriptions/mine-sub/pull",
             json!({"max_messages": 0}),
             "invalid_field",

@@ -1,0 +1,612 @@
+//! The delivery state of subscriptions: leases, acks, nacks, redelivery and dead letters.
+//!
+//! Every message a subscription has fetched from the log and not yet passed with its
+//! committed offset has a row in `subscription_messages`: waiting (delayed, or nacked until
+//! a retry time), leased (until the lease ends), or acknowledged. A pull first takes rows that
+//! are due (a retry time reached, a lease ended), then fetches new messages from the log at
+//! the subscription's cursor. An ack moves the committed offset past every acknowledged
+//! message in a row and deletes their rows.
+//!
+//! Every change of a row is conditional on the state it was read in, so an ack racing a
+//! redelivery, or two replicas' pulls, settle each message once; the loser sees its lease as
+//! expired. The in-memory cursor only moves once the rows it covers have committed.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use plinth_shared::ApiError;
+use plinth_shared::ids::{now_millis, random_hex};
+use plinth_types::messaging::Delivery;
+use sqlx::{AnyConnection, Row};
+use tokio::sync::Mutex;
+
+use crate::log::LogError;
+use crate::message::StoredMessage;
+use crate::publish::{append_stored, to_wire};
+use crate::subscriptions::SubscriptionRow;
+use crate::{Messaging, log_error};
+
+const WAITING: i64 = 0;
+const LEASED: i64 = 1;
+const ACKED: i64 = 2;
+
+/// Per subscription, the next offset to fetch from each partition's log. Kept in memory and
+/// rebuilt from the rows on first use; a pull holds its subscription's entry, so two pulls
+/// in this process never fetch the same message.
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    cursors: std::sync::Mutex<HashMap<String, Cursors>>,
+}
+
+/// One subscription's cursors, one per partition; `None` until loaded.
+type Cursors = Arc<Mutex<Option<Vec<u64>>>>;
+
+impl Deliveries {
+    /// The cursors of a subscription, to lock while its delivery state changes.
+    pub(crate) fn entry(&self, subscription_id: &str) -> Cursors {
+        let mut cursors = self
+            .cursors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        cursors
+            .entry(subscription_id.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Drops a deleted subscription's cursors.
+    pub(crate) fn forget(&self, subscription_id: &str) {
+        self.cursors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(subscription_id);
+    }
+}
+
+/// A lease id: partition, offset and attempt, and random bits so that no one can guess
+/// another delivery's lease.
+fn lease_id(partition: u32, offset: u64, attempt: u32) -> String {
+    format!("{partition}.{offset}.{attempt}.{}", random_hex(8))
+}
+
+fn parse_lease(lease: &str) -> Option<(u32, u64)> {
+    let mut parts = lease.split('.');
+    let partition = parts.next()?.parse().ok()?;
+    let offset = parts.next()?.parse().ok()?;
+    Some((partition, offset))
+}
+
+/// A message's place: subscription, partition, offset.
+#[derive(Clone, Copy)]
+struct At<'a> {
+    subscription: &'a str,
+    partition: u32,
+    offset: u64,
+}
+
+/// A row's state as read, which a change must still find.
+#[derive(Clone, Copy)]
+struct Was {
+    state: i64,
+    attempts: u32,
+    visible_at: i64,
+}
+
+/// A row's new state.
+struct Now<'a> {
+    state: i64,
+    attempts: u32,
+    visible_at: i64,
+    lease: Option<&'a str>,
+}
+
+/// Inserts the row of a message fetched for the first time; false when it already has one.
+async fn insert(tx: &mut AnyConnection, at: At<'_>, now: Now<'_>) -> Result<bool, ApiError> {
+    let inserted = sqlx::query(
+        "INSERT INTO subscription_messages (subscription_id, partition_no, offset_no, state, \
+         attempts, visible_at, lease_id) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (subscription_id, partition_no, offset_no) DO NOTHING",
+    )
+    .bind(at.subscription)
+    .bind(i64::from(at.partition))
+    .bind(at.offset as i64)
+    .bind(now.state)
+    .bind(i64::from(now.attempts))
+    .bind(now.visible_at)
+    .bind(now.lease)
+    .execute(&mut *tx)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// Changes a row that is still as it was read; false when something else changed it first.
+async fn change(
+    tx: &mut AnyConnection,
+    at: At<'_>,
+    was: Was,
+    now: Now<'_>,
+) -> Result<bool, ApiError> {
+    let changed = sqlx::query(
+        "UPDATE subscription_messages SET state = $1, attempts = $2, visible_at = $3, \
+         lease_id = $4 WHERE subscription_id = $5 AND partition_no = $6 AND offset_no = $7 \
+         AND state = $8 AND attempts = $9 AND visible_at = $10",
+    )
+    .bind(now.state)
+    .bind(i64::from(now.attempts))
+    .bind(now.visible_at)
+    .bind(now.lease)
+    .bind(at.subscription)
+    .bind(i64::from(at.partition))
+    .bind(at.offset as i64)
+    .bind(was.state)
+    .bind(i64::from(was.attempts))
+    .bind(was.visible_at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(changed.rows_affected() == 1)
+}
+
+/// Reads where each partition's fetching stands: past the last message with a row, or at
+/// the committed offset.
+async fn load_cursors(
+    conn: &mut AnyConnection,
+    sub: &SubscriptionRow,
+) -> Result<Vec<u64>, ApiError> {
+    let mut cursors = vec![0u64; sub.topic.topic.partition_count as usize];
+    let committed = sqlx::query(
+        "SELECT partition_no, committed FROM subscription_offsets WHERE subscription_id = $1",
+    )
+    .bind(&sub.id)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in committed {
+        let partition = row.try_get::<i64, _>("partition_no")? as usize;
+        if let Some(cursor) = cursors.get_mut(partition) {
+            *cursor = row.try_get::<i64, _>("committed")?.max(0) as u64;
+        }
+    }
+    let fetched = sqlx::query(
+        "SELECT partition_no, MAX(offset_no) AS last FROM subscription_messages \
+         WHERE subscription_id = $1 GROUP BY partition_no",
+    )
+    .bind(&sub.id)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in fetched {
+        let partition = row.try_get::<i64, _>("partition_no")? as usize;
+        let last = row.try_get::<i64, _>("last")?.max(0) as u64;
+        if let Some(cursor) = cursors.get_mut(partition) {
+            *cursor = (*cursor).max(last + 1);
+        }
+    }
+    Ok(cursors)
+}
+
+/// One message fetched for delivery, before its row is written.
+struct Fetched {
+    partition: u32,
+    offset: u64,
+    /// The row as read, for a redelivery; `None` for a first delivery.
+    was: Option<Was>,
+    timestamp: i64,
+    message: StoredMessage,
+}
+
+impl Fetched {
+    fn attempts(&self) -> u32 {
+        self.was.map_or(0, |was| was.attempts)
+    }
+}
+
+/// Takes up to `max` deliverable messages and leases them, with the bytes of their values;
+/// moves messages past their last attempt to the dead-letter topic.
+pub(crate) async fn take(
+    messaging: &Messaging,
+    sub: &SubscriptionRow,
+    max: usize,
+) -> Result<(Vec<Delivery>, u64), ApiError> {
+    let entry = messaging.deliveries.entry(&sub.id);
+    let mut cursors = entry.lock().await;
+    let now = now_millis();
+    let mut working = match cursors.as_ref() {
+        Some(cursors) => cursors.clone(),
+        None => {
+            let mut conn = messaging.shared.store().pool().acquire().await?;
+            load_cursors(&mut conn, sub).await?
+        }
+    };
+    let (due, gone) = due_messages(messaging, sub, now, max).await?;
+    let (fresh, delayed, starts) =
+        new_messages(messaging, sub, &mut working, now, max - due.len()).await?;
+
+    // Past its last attempt, a message goes to the dead-letter topic (with where it came
+    // from and how often it was tried) instead of out again; with no such topic it is
+    // retried for as long as the log keeps it.
+    let max_attempts = sub.subscription.max_delivery_attempts;
+    let (dead, live): (Vec<_>, Vec<_>) = due
+        .into_iter()
+        .chain(fresh)
+        .partition(|f| sub.dead_letter.is_some() && f.attempts() >= max_attempts);
+    if let (Some(dead_letter), false) = (&sub.dead_letter, dead.is_empty()) {
+        let messages = dead.iter().map(|f| dead_letter_copy(sub, f)).collect();
+        append_stored(messaging, dead_letter, messages).await?;
+    }
+
+    let deadline = now + (sub.subscription.ack_deadline_seconds * 1000) as i64;
+    let mut deliveries = Vec::with_capacity(live.len());
+    let mut bytes = 0;
+    let mut settled = BTreeSet::new();
+    let mut tx = messaging.shared.store().begin().await?;
+    let acked = |attempts| Now {
+        state: ACKED,
+        attempts,
+        visible_at: now,
+        lease: None,
+    };
+    for f in &dead {
+        let at = At {
+            subscription: &sub.id,
+            partition: f.partition,
+            offset: f.offset,
+        };
+        if let Some(was) = f.was {
+            change(&mut tx, at, was, acked(f.attempts())).await?;
+        }
+        settled.insert(f.partition);
+    }
+    for &(partition, offset, was) in &gone {
+        change(
+            &mut tx,
+            At {
+                subscription: &sub.id,
+                partition,
+                offset,
+            },
+            was,
+            acked(was.attempts),
+        )
+        .await?;
+        settled.insert(partition);
+    }
+    for &(partition, offset, at_time) in &delayed {
+        let at = At {
+            subscription: &sub.id,
+            partition,
+            offset,
+        };
+        insert(
+            &mut tx,
+            at,
+            Now {
+                state: WAITING,
+                attempts: 0,
+                visible_at: at_time,
+                lease: None,
+            },
+        )
+        .await?;
+    }
+    for f in live {
+        let attempt = f.attempts() + 1;
+        let lease = lease_id(f.partition, f.offset, attempt);
+        let at = At {
+            subscription: &sub.id,
+            partition: f.partition,
+            offset: f.offset,
+        };
+        let leased = Now {
+            state: LEASED,
+            attempts: attempt,
+            visible_at: deadline,
+            lease: Some(&lease),
+        };
+        let won = match f.was {
+            Some(was) => change(&mut tx, at, was, leased).await?,
+            None => insert(&mut tx, at, leased).await?,
+        };
+        // Settled or taken by someone else since it was read: not delivered here.
+        if won {
+            bytes += f.message.value.len() as u64;
+            deliveries.push(Delivery {
+                lease_id: lease,
+                attempt,
+                message: to_wire(f.partition, f.offset, f.timestamp, f.message)?,
+            });
+        }
+    }
+    for partition in settled {
+        let start = starts.get(partition as usize).copied().unwrap_or(0);
+        advance_committed(&mut tx, &sub.id, partition, start).await?;
+    }
+    tx.commit().await?;
+    // Only now do the rows exist that the moved cursor relies on.
+    *cursors = Some(working);
+    Ok((deliveries, bytes))
+}
+
+/// Messages whose retry time or lease end has come, read back from the log; and those the
+/// log no longer holds (retention removed them before they were acknowledged).
+async fn due_messages(
+    messaging: &Messaging,
+    sub: &SubscriptionRow,
+    now: i64,
+    max: usize,
+) -> Result<(Vec<Fetched>, Vec<(u32, u64, Was)>), ApiError> {
+    let rows = sqlx::query(
+        "SELECT partition_no, offset_no, state, attempts, visible_at FROM subscription_messages \
+         WHERE subscription_id = $1 AND state < $2 AND visible_at <= $3 \
+         ORDER BY visible_at, partition_no, offset_no LIMIT $4",
+    )
+    .bind(&sub.id)
+    .bind(ACKED)
+    .bind(now)
+    .bind(max as i64)
+    .fetch_all(messaging.shared.store().pool())
+    .await?;
+    let mut due = Vec::new();
+    let mut gone = Vec::new();
+    for row in rows {
+        let partition = row.try_get::<i64, _>("partition_no")? as u32;
+        let offset = row.try_get::<i64, _>("offset_no")? as u64;
+        let was = Was {
+            state: row.try_get("state")?,
+            attempts: row.try_get::<i64, _>("attempts")? as u32,
+            visible_at: row.try_get("visible_at")?,
+        };
+        let log = messaging
+            .logs
+            .partition(&sub.topic.id, partition)
+            .await
+            .map_err(log_error)?;
+        match log.read(offset, 1, 1).await {
+            Ok(records) => {
+                let Some(record) = records.into_iter().next().filter(|r| r.offset == offset) else {
+                    continue;
+                };
+                let message = StoredMessage::decode(&record.payload).map_err(ApiError::internal)?;
+                due.push(Fetched {
+                    partition,
+                    offset,
+                    was: Some(was),
+                    timestamp: record.timestamp,
+                    message,
+                });
+            }
+            Err(LogError::OffsetOutOfRange { offset, start, .. }) if offset < start => {
+                gone.push((partition, offset, was));
+            }
+            Err(err) => return Err(log_error(err)),
+        }
+    }
+    Ok((due, gone))
+}
+
+/// New messages from the log at the cursors, partition by partition; delayed ones are set
+/// aside with their delivery time. Also returns each partition's first retained offset.
+#[allow(clippy::type_complexity)]
+async fn new_messages(
+    messaging: &Messaging,
+    sub: &SubscriptionRow,
+    cursors: &mut [u64],
+    now: i64,
+    max: usize,
+) -> Result<(Vec<Fetched>, Vec<(u32, u64, i64)>, Vec<u64>), ApiError> {
+    let mut fresh = Vec::new();
+    let mut delayed = Vec::new();
+    let mut starts = Vec::with_capacity(cursors.len());
+    for (partition, cursor) in cursors.iter_mut().enumerate() {
+        let partition = partition as u32;
+        let log = messaging
+            .logs
+            .partition(&sub.topic.id, partition)
+            .await
+            .map_err(log_error)?;
+        starts.push(log.start());
+        *cursor = (*cursor).max(log.start());
+        if fresh.len() >= max || *cursor >= log.high_water() {
+            continue;
+        }
+        let records = log
+            .read(*cursor, max - fresh.len(), 4 << 20)
+            .await
+            .map_err(log_error)?;
+        for record in records {
+            *cursor = record.offset + 1;
+            let message = StoredMessage::decode(&record.payload).map_err(ApiError::internal)?;
+            match message.deliver_at {
+                Some(at) if at > now => delayed.push((partition, record.offset, at)),
+                _ => fresh.push(Fetched {
+                    partition,
+                    offset: record.offset,
+                    was: None,
+                    timestamp: record.timestamp,
+                    message,
+                }),
+            }
+        }
+    }
+    Ok((fresh, delayed, starts))
+}
+
+/// The copy of a message sent to the dead-letter topic: the original with headers saying
+/// where it came from, when it was published and how often it was tried.
+fn dead_letter_copy(sub: &SubscriptionRow, f: &Fetched) -> StoredMessage {
+    let mut message = f.message.clone();
+    for (name, value) in [
+        ("plinth-dead-letter-topic", sub.topic.topic.name.clone()),
+        (
+            "plinth-dead-letter-subscription",
+            sub.subscription.name.clone(),
+        ),
+        ("plinth-dead-letter-partition", f.partition.to_string()),
+        ("plinth-dead-letter-offset", f.offset.to_string()),
+        ("plinth-dead-letter-attempts", f.attempts().to_string()),
+        ("plinth-dead-letter-published-at", f.timestamp.to_string()),
+    ] {
+        message.headers.insert(name.into(), value);
+    }
+    message.deliver_at = None;
+    message
+}
+
+/// Moves a partition's committed offset past every acknowledged message in a row (and past
+/// what retention removed, `start`), and deletes their rows.
+async fn advance_committed(
+    tx: &mut AnyConnection,
+    subscription_id: &str,
+    partition: u32,
+    start: u64,
+) -> Result<(), ApiError> {
+    let committed: i64 = sqlx::query(
+        "SELECT committed FROM subscription_offsets WHERE subscription_id = $1 AND partition_no = $2",
+    )
+    .bind(subscription_id)
+    .bind(i64::from(partition))
+    .fetch_one(&mut *tx)
+    .await?
+    .try_get("committed")?;
+    let mut next = committed.max(start as i64);
+    loop {
+        let rows = sqlx::query(
+            "SELECT offset_no, state FROM subscription_messages WHERE subscription_id = $1 \
+             AND partition_no = $2 AND offset_no >= $3 ORDER BY offset_no LIMIT 1000",
+        )
+        .bind(subscription_id)
+        .bind(i64::from(partition))
+        .bind(next)
+        .fetch_all(&mut *tx)
+        .await?;
+        let fetched = rows.len();
+        let before = next;
+        for row in rows {
+            if row.try_get::<i64, _>("offset_no")? != next
+                || row.try_get::<i64, _>("state")? != ACKED
+            {
+                break;
+            }
+            next += 1;
+        }
+        if fetched < 1000 || next - before < 1000 {
+            break;
+        }
+    }
+    if next == committed {
+        return Ok(());
+    }
+    sqlx::query(
+        "DELETE FROM subscription_messages WHERE subscription_id = $1 AND partition_no = $2 \
+         AND offset_no < $3",
+    )
+    .bind(subscription_id)
+    .bind(i64::from(partition))
+    .bind(next)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE subscription_offsets SET committed = $1 WHERE subscription_id = $2 \
+         AND partition_no = $3",
+    )
+    .bind(next)
+    .bind(subscription_id)
+    .bind(i64::from(partition))
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// What a lease operation does to a leased message.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Settle {
+    Ack,
+    /// Redeliver after this delay, or after the backoff.
+    Nack {
+        delay_ms: Option<i64>,
+    },
+    /// Lease for this long from now.
+    Extend {
+        by_ms: i64,
+    },
+}
+
+/// Settles deliveries by lease; returns the leases that no longer held (ended, replaced by a
+/// redelivery, already settled, or never issued).
+pub(crate) async fn settle(
+    messaging: &Messaging,
+    sub: &SubscriptionRow,
+    leases: &[String],
+    how: Settle,
+) -> Result<Vec<String>, ApiError> {
+    let now = now_millis();
+    let mut expired = Vec::new();
+    let mut acked = BTreeSet::new();
+    let mut tx = messaging.shared.store().begin().await?;
+    for lease in leases {
+        let Some((partition, offset)) = parse_lease(lease) else {
+            expired.push(lease.clone());
+            continue;
+        };
+        let at = At {
+            subscription: &sub.id,
+            partition,
+            offset,
+        };
+        let found = sqlx::query(
+            "SELECT attempts, visible_at FROM subscription_messages WHERE subscription_id = $1 \
+             AND partition_no = $2 AND offset_no = $3 AND lease_id = $4 AND state = $5 \
+             AND visible_at > $6",
+        )
+        .bind(&sub.id)
+        .bind(i64::from(partition))
+        .bind(offset as i64)
+        .bind(lease)
+        .bind(LEASED)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(found) = found else {
+            expired.push(lease.clone());
+            continue;
+        };
+        let was = Was {
+            state: LEASED,
+            attempts: found.try_get::<i64, _>("attempts")? as u32,
+            visible_at: found.try_get("visible_at")?,
+        };
+        let attempts = was.attempts;
+        let next = match how {
+            Settle::Ack => Now {
+                state: ACKED,
+                attempts,
+                visible_at: now,
+                lease: None,
+            },
+            Settle::Nack { delay_ms } => Now {
+                state: WAITING,
+                attempts,
+                visible_at: now + delay_ms.unwrap_or_else(|| sub.backoff_ms(attempts)),
+                lease: None,
+            },
+            Settle::Extend { by_ms } => Now {
+                state: LEASED,
+                attempts,
+                visible_at: now + by_ms,
+                lease: Some(lease),
+            },
+        };
+        if !change(&mut tx, at, was, next).await? {
+            expired.push(lease.clone());
+        } else if matches!(how, Settle::Ack) {
+            acked.insert(partition);
+        }
+    }
+    for partition in acked {
+        let log = messaging
+            .logs
+            .partition(&sub.topic.id, partition)
+            .await
+            .map_err(log_error)?;
+        advance_committed(&mut tx, &sub.id, partition, log.start()).await?;
+    }
+    tx.commit().await?;
+    Ok(expired)
+}
