@@ -127,6 +127,9 @@ pub struct Config {
     pub messaging_max_message_bytes: u64,
     /// Most partitions a topic may have (`PLINTH_MESSAGING_MAX_PARTITIONS`).
     pub messaging_max_partitions: u32,
+    /// The embedded log starts a new segment file past this many bytes
+    /// (`PLINTH_MESSAGING_SEGMENT_BYTES`); retention deletes whole segments.
+    pub messaging_segment_bytes: u64,
     /// The operator's admin token (`PLINTH_ADMIN_TOKEN`); generated on first start if neither
     /// it nor `admin_token_file` is set.
     pub admin_token: Option<Secret>,
@@ -191,6 +194,7 @@ impl Default for Config {
             messaging_url: None,
             messaging_max_message_bytes: 256 * 1024,
             messaging_max_partitions: 64,
+            messaging_segment_bytes: 64 * 1024 * 1024,
             admin_token: None,
             admin_token_file: None,
             master_key: None,
@@ -313,6 +317,12 @@ impl Config {
             return Err(ConfigError::Value {
                 key: "messaging_max_message_bytes",
                 reason: "must be 1 to 16777216".into(),
+            });
+        }
+        if self.messaging_segment_bytes < 4096 {
+            return Err(ConfigError::Value {
+                key: "messaging_segment_bytes",
+                reason: "must be at least 4096".into(),
             });
         }
         if !(1..=1024).contains(&self.messaging_max_partitions) {

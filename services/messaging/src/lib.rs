@@ -13,7 +13,7 @@
 //! answers once its messages are durable; a reader only ever sees durable messages.
 //!
 //! Still to come, all part of issue #4: push and stream delivery, redrive, producer
-//! deduplication, retention sweeps, bucket notifications, the Kafka
+//! deduplication, bucket notifications, the Kafka
 //! backend, and the messaging quotas beyond the topic count.
 
 pub mod delivery;
@@ -23,6 +23,7 @@ pub mod message;
 pub mod names;
 pub mod publish;
 pub mod pull;
+mod retention;
 pub mod seek;
 pub mod subscriptions;
 pub mod topics;
@@ -58,7 +59,7 @@ impl FromRef<Messaging> for Shared {
 }
 
 impl Messaging {
-    /// Opens the message log the configuration names.
+    /// Opens the message log the configuration names, and starts the retention sweep.
     ///
     /// # Errors
     ///
@@ -69,7 +70,12 @@ impl Messaging {
             .messaging_backend()
             .map_err(std::io::Error::other)?
         {
-            MessagingBackend::File(dir) => FileLogs::open(&dir, LogConfig::default()).await?,
+            MessagingBackend::File(dir) => {
+                let config = LogConfig {
+                    segment_bytes: shared.config().messaging_segment_bytes,
+                };
+                FileLogs::open(&dir, config).await?
+            }
             // TODO(#4): the Kafka backend.
             MessagingBackend::Kafka(_) => {
                 return Err(std::io::Error::other(
@@ -77,12 +83,14 @@ impl Messaging {
                 ));
             }
         };
-        Ok(Messaging {
+        let messaging = Messaging {
             shared,
             logs: Arc::new(logs),
             round_robin: Arc::new(AtomicU64::new(0)),
             deliveries: Arc::default(),
-        })
+        };
+        tokio::spawn(retention::sweep(messaging.clone()));
+        Ok(messaging)
     }
 }
 

@@ -10,6 +10,7 @@ pub(crate) use serde_json::{Value, json};
 
 pub(crate) struct Server {
     pub(crate) url: String,
+    pub(crate) messaging: plinth_messaging::Messaging,
     pub(crate) admin: Client,
     pub(crate) http: reqwest::Client,
     pub(crate) backend: TestBackend,
@@ -23,8 +24,8 @@ impl Server {
         let messaging = plinth_messaging::Messaging::open(shared.clone())
             .await
             .unwrap();
-        let routes =
-            plinth_console::router(shared.clone()).merge(plinth_messaging::router(messaging));
+        let routes = plinth_console::router(shared.clone())
+            .merge(plinth_messaging::router(messaging.clone()));
         let (routes, api) = routes.split_for_parts();
         let app = plinth_shared::http::app(routes, api, &shared);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -40,6 +41,7 @@ impl Server {
             .unwrap();
         Server {
             url,
+            messaging,
             admin,
             http: reqwest::Client::new(),
             backend,

@@ -612,7 +612,71 @@ async fn messages_survive_a_restart_of_the_service(backend: TestBackend) {
     assert_eq!(values, (0..50).collect::<Vec<_>>());
 }
 
+async fn retention_trims_old_segments_and_subscriptions_follow(mut backend: TestBackend) {
+    backend.config.messaging_segment_bytes = 4096;
+    let server = Server::start(backend).await;
+    let key = server.publisher("retention").await;
+    server
+        .ok(
+            &key,
+            Method::POST,
+            "/topics",
+            Some(json!({"name": "short", "retention_bytes": 8192})),
+        )
+        .await;
+    server
+        .ok(
+            &key,
+            Method::POST,
+            "/subscriptions",
+            Some(json!({"name": "slow", "topic": "short", "start": "earliest"})),
+        )
+        .await;
+    for n in 0..100 {
+        let value = format!("{n:03}{}", "x".repeat(200));
+        server
+            .ok(
+                &key,
+                Method::POST,
+                "/topics/short/messages",
+                Some(json!({"messages": [{"value": value}]})),
+            )
+            .await;
+    }
+    assert!(server.messaging.apply_retention().await.unwrap() > 0);
+
+    let topic = server.ok(&key, Method::GET, "/topics/short", None).await;
+    let start = topic["partitions"][0]["start_offset"].as_u64().unwrap();
+    assert!(start > 0 && start < 100, "{topic}");
+    assert_eq!(topic["partitions"][0]["end_offset"], 100);
+    let (status, code) = server
+        .refused(
+            &key,
+            Method::GET,
+            "/topics/short/partitions/0/messages?offset=0",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "offset_out_of_range")
+    );
+    // A subscription that had read nothing goes on from the oldest message kept.
+    let pulled = server
+        .ok(
+            &key,
+            Method::POST,
+            "/subscriptions/slow/pull",
+            Some(json!({"max_messages": 1000})),
+        )
+        .await;
+    let pulled = pulled["messages"].as_array().unwrap();
+    assert_eq!(pulled[0]["message"]["offset"].as_u64(), Some(start));
+    assert_eq!(pulled.len() as u64, 100 - start);
+}
+
 plinth_shared::backend_tests!(
+    retention_trims_old_segments_and_subscriptions_follow,
     topics_are_created_listed_updated_and_deleted,
     published_messages_read_back_by_offset_key_and_time,
     bad_input_is_refused_and_stores_nothing,
