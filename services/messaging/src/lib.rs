@@ -89,7 +89,10 @@ impl Messaging {
             round_robin: Arc::new(AtomicU64::new(0)),
             deliveries: Arc::default(),
         };
-        tokio::spawn(retention::sweep(messaging.clone()));
+        tokio::spawn(retention::sweep(
+            messaging.shared.clone(),
+            Arc::downgrade(&messaging.logs),
+        ));
         Ok(messaging)
     }
 }

@@ -12,21 +12,38 @@ use crate::log::{LogConfig, LogError, Partition};
 #[derive(Debug)]
 pub struct FileLogs {
     dir: PathBuf,
+    /// An exclusive lock on `<dir>/.lock`, held while the logs are open: two processes
+    /// appending to one log would overwrite each other's acknowledged records.
+    _lock: std::fs::File,
     config: LogConfig,
     /// Held while a partition opens, so two requests never open (and recover) one log twice.
     open: Mutex<HashMap<(String, u32), Partition>>,
 }
 
 impl FileLogs {
-    /// Uses `dir` for the logs, creating it.
+    /// Uses `dir` for the logs, creating it, and locks it against other processes.
     ///
     /// # Errors
     ///
-    /// Returns the file system's error.
+    /// Returns the file system's error, and `WouldBlock` when another process (or another
+    /// open instance) holds the directory.
     pub async fn open(dir: &Path, config: LogConfig) -> std::io::Result<FileLogs> {
         tokio::fs::create_dir_all(dir).await?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(".lock"))?;
+        lock.try_lock().map_err(|err| match err {
+            std::fs::TryLockError::WouldBlock => std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                format!("{} is in use by another plinth process", dir.display()),
+            ),
+            std::fs::TryLockError::Error(err) => err,
+        })?;
         Ok(FileLogs {
             dir: dir.to_owned(),
+            _lock: lock,
             config,
             open: Mutex::new(HashMap::new()),
         })

@@ -14,6 +14,8 @@ pub(crate) struct Server {
     pub(crate) admin: Client,
     pub(crate) http: reqwest::Client,
     pub(crate) backend: TestBackend,
+    stop: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Server {
@@ -30,8 +32,12 @@ impl Server {
         let app = plinth_shared::http::app(routes, api, &shared);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            plinth_shared::http::serve(listener, app, shared, std::future::pending()).await
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stopped.await;
+            };
+            plinth_shared::http::serve(listener, app, shared, stopped).await
         });
         let admin = Client::builder()
             .base_url(&url)
@@ -45,7 +51,27 @@ impl Server {
             admin,
             http: reqwest::Client::new(),
             backend,
+            stop,
+            serving,
         }
+    }
+
+    /// Stops this server (and with it the message log's lock) and starts a new one on the
+    /// same metadata store and data directory, as a restart of the process would.
+    pub(crate) async fn restart(self) -> Server {
+        let Server {
+            messaging,
+            backend,
+            stop,
+            serving,
+            admin,
+            http,
+            ..
+        } = self;
+        drop((messaging, admin, http));
+        let _ = stop.send(());
+        serving.await.unwrap().unwrap();
+        Server::start(backend).await
     }
 
     /// A project with the given quotas and a key with the given scopes.

@@ -358,13 +358,7 @@ async fn delivery_state_survives_a_restart(backend: TestBackend) {
     )
     .await;
 
-    let again = Server::start(TestBackend {
-        name: server.backend.name,
-        config: server.backend.config.clone(),
-        admin_token: server.backend.admin_token.clone(),
-        dir: tempfile::tempdir().unwrap(),
-    })
-    .await;
+    let again = server.restart().await;
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let redelivered = pull(&again, &key, "tasks-sub", 10, 0).await;
     assert_eq!(values(&redelivered), [json!(1), json!(2), json!(4)]);

@@ -582,14 +582,15 @@ async fn messages_survive_a_restart_of_the_service(backend: TestBackend) {
         )
         .await;
 
-    // A second server on the same metadata and data directory: the logs are recovered.
-    let again = Server::start(TestBackend {
-        name: server.backend.name,
-        config: server.backend.config.clone(),
-        admin_token: server.backend.admin_token.clone(),
-        dir: tempfile::tempdir().unwrap(),
-    })
-    .await;
+    // While the server runs, no second one may open its logs.
+    let second = Shared::open(server.backend.config.clone(), &server.backend.admin_token)
+        .await
+        .unwrap();
+    let refused = plinth_messaging::Messaging::open(second).await.unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::WouldBlock, "{refused}");
+
+    // A new server on the same metadata and data directory: the logs are recovered.
+    let again = server.restart().await;
     let mut values = Vec::new();
     for partition in 0..2 {
         let read = again
