@@ -1,6 +1,6 @@
 //! The embedded durable log: one append-only log per partition, in segment files.
 //!
-//! - [`record`]: how one record is framed on disk (length, CRC, offset, timestamp).
+//! - [`record`]: how one record is framed on disk (length, CRC, offset, batch, timestamp).
 //! - [`segment`]: one segment file, its recovery and its sparse index.
 //! - [`Partition`] (here): appends with group commit, reads, retention.
 //!
@@ -267,6 +267,7 @@ impl Inner {
 
     fn write_batch_once(&self, batch: &[Vec<Bytes>]) -> Result<Vec<Appended>, LogError> {
         let (file, position, mut next) = self.batch_start()?;
+        let batch_first = next;
 
         // Timestamps never go backwards within a partition, so a time seek can trust them.
         let timestamp = now_millis().max(self.last_timestamp.load(Ordering::Acquire));
@@ -279,7 +280,7 @@ impl Inner {
                 timestamp,
             });
             for payload in payloads {
-                record::encode(&mut buf, next, timestamp, payload);
+                record::encode(&mut buf, next, batch_first, timestamp, payload);
                 records.push((next, Record::encoded_len(payload.len())));
                 next += 1;
             }

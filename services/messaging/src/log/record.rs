@@ -1,18 +1,21 @@
 //! How a record is laid out in a segment file.
 //!
 //! ```text
-//! | length: u32 | crc: u32 | offset: u64 | timestamp: i64 | payload |
+//! | length: u32 | crc: u32 | offset: u64 | batch: u64 | timestamp: i64 | payload |
 //! ```
 //!
 //! All integers are little-endian. `length` counts every byte after itself; `crc` is the
-//! CRC-32 (IEEE) of the offset, timestamp and payload. Storing the offset in each record lets
-//! recovery check that a segment's records follow each other without gaps, and lets a record
-//! read from anywhere say where it belongs.
+//! CRC-32 (IEEE) of everything after it. Storing the offset in each record lets recovery check
+//! that a segment's records follow each other without gaps, and lets a record read from
+//! anywhere say where it belongs. `batch` is the offset of the first record written (and
+//! synced) together with this one: a batch is written only after the one before it is synced,
+//! so a valid record of a later batch behind damaged bytes proves the damage was synced data,
+//! while damage inside the last batch is a write cut short.
 
 use bytes::Bytes;
 
-/// Bytes before the payload: length, crc, offset, timestamp.
-pub(crate) const HEADER: usize = 4 + 4 + 8 + 8;
+/// Bytes before the payload: length, crc, offset, batch, timestamp.
+pub(crate) const HEADER: usize = 4 + 4 + 8 + 8 + 8;
 
 /// The largest payload a record can carry. The service sets its own, lower limit on message
 /// size; this bound only keeps a corrupt length field from asking for gigabytes.
@@ -23,6 +26,8 @@ pub const MAX_PAYLOAD: usize = 64 << 20;
 pub struct Record {
     /// Position in the partition, from 0, without gaps.
     pub offset: u64,
+    /// Offset of the first record of the write it came in.
+    pub batch: u64,
     /// When the log appended it, in milliseconds since the Unix epoch; never decreases
     /// within a partition.
     pub timestamp: i64,
@@ -38,16 +43,18 @@ impl Record {
 }
 
 /// Appends the framing and payload of one record to `buf`.
-pub(crate) fn encode(buf: &mut Vec<u8>, offset: u64, timestamp: i64, payload: &[u8]) {
+pub(crate) fn encode(buf: &mut Vec<u8>, offset: u64, batch: u64, timestamp: i64, payload: &[u8]) {
     debug_assert!(payload.len() <= MAX_PAYLOAD);
     let length = u32::try_from(HEADER - 4 + payload.len()).unwrap_or(u32::MAX);
     let mut crc = crc32fast::Hasher::new();
     crc.update(&offset.to_le_bytes());
+    crc.update(&batch.to_le_bytes());
     crc.update(&timestamp.to_le_bytes());
     crc.update(payload);
     buf.extend_from_slice(&length.to_le_bytes());
     buf.extend_from_slice(&crc.finalize().to_le_bytes());
     buf.extend_from_slice(&offset.to_le_bytes());
+    buf.extend_from_slice(&batch.to_le_bytes());
     buf.extend_from_slice(&timestamp.to_le_bytes());
     buf.extend_from_slice(payload);
 }
@@ -85,11 +92,13 @@ pub(crate) fn decode(chunk: &Bytes, at: usize) -> Decoded {
         return Decoded::Invalid;
     }
     let offset = u64::from_le_bytes(buf[8..16].try_into().unwrap_or_default());
-    let timestamp = i64::from_le_bytes(buf[16..24].try_into().unwrap_or_default());
+    let batch = u64::from_le_bytes(buf[16..24].try_into().unwrap_or_default());
+    let timestamp = i64::from_le_bytes(buf[24..32].try_into().unwrap_or_default());
     let payload = chunk.slice(at + HEADER..at + len);
     Decoded::Record {
         record: Record {
             offset,
+            batch,
             timestamp,
             payload,
         },
@@ -105,7 +114,7 @@ mod tests {
 
     fn encoded(offset: u64, timestamp: i64, payload: &[u8]) -> Bytes {
         let mut buf = Vec::new();
-        encode(&mut buf, offset, timestamp, payload);
+        encode(&mut buf, offset, offset, timestamp, payload);
         Bytes::from(buf)
     }
 
@@ -165,7 +174,7 @@ mod tests {
         ) {
             let mut buf = Vec::new();
             for (i, payload) in payloads.iter().enumerate() {
-                encode(&mut buf, i as u64, i as i64 * 10, payload);
+                encode(&mut buf, i as u64, 0, i as i64 * 10, payload);
             }
             let buf = Bytes::from(buf);
             let mut at = 0;

@@ -5,7 +5,7 @@
 //! deleted whole.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
+use std::io::{self, Read, Seek};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,6 +37,16 @@ pub(crate) struct Segment {
     pub(crate) max_timestamp: i64,
     /// `(offset, position)` of a record every [`INDEX_INTERVAL`] bytes, first one included.
     index: Vec<(u64, u64)>,
+    /// `(offset, position)` of the first record of the last batch a scan found.
+    last_batch: Option<(u64, u64)>,
+}
+
+/// What lies behind damaged bytes in the tail segment.
+enum AfterDamage {
+    Nothing,
+    /// Records of the damaged record's own batch, which began at this offset.
+    SameBatch(u64),
+    LaterBatch,
 }
 
 /// Where a segment's records stop being valid, found while opening it.
@@ -78,15 +88,16 @@ impl Segment {
             next: base,
             max_timestamp: i64::MIN,
             index: Vec::new(),
+            last_batch: None,
         })
     }
 
     /// Opens a segment and checks every record in it.
     ///
     /// A sealed segment must be whole. The tail segment may end in a torn write (the batch
-    /// being written when the process died, never acknowledged): if nothing valid follows
-    /// the first bad byte, the file is cut back to its last whole record. If a valid record
-    /// does follow, the damage is before the last synced point and the segment is refused.
+    /// being written when the process died, never acknowledged): that batch is cut off. If a
+    /// valid record of a later batch follows the damage, the damage is before the last
+    /// synced point and the segment is refused.
     pub(crate) fn open(path: &Path, base: u64, tail: bool) -> Result<Self, LogError> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let mut segment = Self {
@@ -97,23 +108,46 @@ impl Segment {
             next: base,
             max_timestamp: i64::MIN,
             index: Vec::new(),
+            last_batch: None,
         };
-        match segment.scan()? {
-            Scanned::Clean => {}
-            Scanned::BadFrom { position, reason } => {
-                if !tail || segment.valid_record_after(position)? {
-                    return Err(segment.corrupt(position, reason));
-                }
-                tracing::warn!(
-                    segment = %path.display(),
-                    position,
-                    "cutting a torn write from the end of the log"
-                );
-                segment.file.set_len(position)?;
-                segment.file.sync_all()?;
-            }
+        let Scanned::BadFrom { position, reason } = segment.scan()? else {
+            return Ok(segment);
+        };
+        if !tail {
+            return Err(segment.corrupt(position, reason));
         }
-        Ok(segment)
+        // The last batch was cut short: it was never acknowledged, so all of it goes, from
+        // the record it began with (one of the valid ones before the damage, or the damaged
+        // one itself).
+        let cut = match segment.after_damage(position)? {
+            AfterDamage::LaterBatch => return Err(segment.corrupt(position, reason)),
+            AfterDamage::SameBatch(batch) if batch < segment.next => match segment.last_batch {
+                Some((first, at)) if first == batch => at,
+                _ => return Err(segment.corrupt(position, "a batch without its start")),
+            },
+            AfterDamage::SameBatch(_) | AfterDamage::Nothing => position,
+        };
+        tracing::warn!(
+            segment = %path.display(),
+            position = cut,
+            "cutting a torn write from the end of the log"
+        );
+        segment.file.set_len(cut)?;
+        segment.file.sync_all()?;
+        segment.reset();
+        match segment.scan()? {
+            Scanned::Clean => Ok(segment),
+            Scanned::BadFrom { position, reason } => Err(segment.corrupt(position, reason)),
+        }
+    }
+
+    /// Forgets what a scan found, for a scan from the start.
+    fn reset(&mut self) {
+        self.size = 0;
+        self.next = self.base;
+        self.max_timestamp = i64::MIN;
+        self.index.clear();
+        self.last_batch = None;
     }
 
     /// Reads the file from the start, recording each valid record, up to the first byte
@@ -122,6 +156,7 @@ impl Segment {
         let len = self.file.metadata()?.len();
         let file = self.file.clone();
         let mut reader = &*file;
+        reader.seek(io::SeekFrom::Start(0))?;
         let mut pending: Vec<u8> = Vec::new();
         let mut consumed = 0u64; // file position of pending[0]
         loop {
@@ -167,26 +202,33 @@ impl Segment {
         }
     }
 
-    /// Whether a valid record with a later offset starts anywhere after `position`: the sign
-    /// that damage there is not a torn tail. Reads the rest of the file once.
-    fn valid_record_after(&self, position: u64) -> Result<bool, LogError> {
+    /// What follows damage at `position`: valid records of a later batch (the damage was
+    /// synced data), of the damaged record's own batch (a write cut short), or nothing.
+    /// Reads the rest of the file once.
+    fn after_damage(&self, position: u64) -> Result<AfterDamage, LogError> {
         let len = self.file.metadata()?.len();
         let rest = usize::try_from(len.saturating_sub(position + 1)).unwrap_or(usize::MAX);
         let mut buf = vec![0u8; rest];
         self.file.read_exact_at(&mut buf, position + 1)?;
         let buf = Bytes::from(buf);
         let max_records = (rest / HEADER) as u64;
+        let mut found = AfterDamage::Nothing;
         for at in 0..buf.len().saturating_sub(HEADER - 1) {
             // Check the offset field first: it rules out nearly every position cheaply.
             let offset = u64::from_le_bytes(buf[at + 8..at + 16].try_into().unwrap_or_default());
             if offset < self.next || offset > self.next + max_records {
                 continue;
             }
-            if let Decoded::Record { .. } = record::decode(&buf, at) {
-                return Ok(true);
+            if let Decoded::Record { record, .. } = record::decode(&buf, at) {
+                // The damaged record's offset is `self.next`; a batch begun after it was
+                // written after that record was synced.
+                if record.batch > self.next {
+                    return Ok(AfterDamage::LaterBatch);
+                }
+                found = AfterDamage::SameBatch(record.batch);
             }
         }
-        Ok(false)
+        Ok(found)
     }
 
     fn corrupt(&self, position: u64, reason: &'static str) -> LogError {
@@ -200,6 +242,9 @@ impl Segment {
     /// Records that `record`, taking `len` bytes, was found at the end of the segment.
     fn note_appended(&mut self, position: u64, record: &record::Record, len: usize) {
         debug_assert_eq!(position, self.size);
+        if record.batch == record.offset {
+            self.last_batch = Some((record.offset, position));
+        }
         self.push_record(record.offset, len);
         self.max_timestamp = self.max_timestamp.max(record.timestamp);
     }

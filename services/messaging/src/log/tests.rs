@@ -128,7 +128,7 @@ async fn a_torn_write_at_the_end_is_cut_off() {
     let whole = std::fs::metadata(&tail).unwrap().len();
     // Half a record, as a write cut short by a crash leaves it.
     let mut torn = Vec::new();
-    record::encode(&mut torn, 10, 0, b"never acknowledged");
+    record::encode(&mut torn, 10, 10, 0, b"never acknowledged");
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .open(&tail)
@@ -170,6 +170,35 @@ async fn damage_before_the_last_synced_record_is_refused() {
     );
     // Nothing was cut: the damaged file is left as it was for the operator.
     assert_eq!(std::fs::read(&tail).unwrap(), bytes);
+}
+
+#[tokio::test]
+async fn a_last_batch_damaged_in_the_middle_is_cut_off_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Partition::open(dir.path(), LogConfig::default())
+        .await
+        .unwrap();
+    append_each(&log, 0..5).await;
+    // One write of three records: the batch a crash could leave with its middle missing
+    // while its last record reached the disk.
+    log.append(vec![payload(5), payload(6), payload(7)])
+        .await
+        .unwrap();
+    drop(log);
+    let tail = segment_files(dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&tail).unwrap();
+    let before: usize = (0..5).map(|i| Record::encoded_len(payload(i).len())).sum();
+    let sixth = before + Record::encoded_len(payload(5).len());
+    bytes[sixth + record::HEADER + 1] ^= 0x01;
+    std::fs::write(&tail, &bytes).unwrap();
+
+    let log = Partition::open(dir.path(), LogConfig::default())
+        .await
+        .unwrap();
+    assert_eq!(log.high_water(), 5, "the whole unacknowledged batch goes");
+    assert_eq!(std::fs::metadata(&tail).unwrap().len(), before as u64);
+    assert_eq!(read_all(&log).await.len(), 5);
+    assert_eq!(log.append(vec![payload(5)]).await.unwrap().first_offset, 5);
 }
 
 #[tokio::test]
