@@ -12,11 +12,14 @@
 //!   signing keys), all on [`Client`].
 //! - `storage`: the storage API methods (buckets, uploads, downloads, listings, signed URLs),
 //!   also on [`Client`], with the [`PutOptions`] of an upload and the [`ObjectHead`] of a read.
+//! - `messaging`: the messaging API methods (topics, publish, partition reads, subscriptions,
+//!   pull, ack, nack, extend, seek) and [`Client::consume`], a consumer loop.
 
 mod builder;
 mod client;
 mod console;
 mod error;
+mod messaging;
 mod retry;
 mod storage;
 
@@ -25,4 +28,5 @@ pub use plinth_types as types;
 pub use crate::builder::{ClientBuilder, DEFAULT_URL};
 pub use crate::client::Client;
 pub use crate::error::Error;
+pub use crate::messaging::{ConsumerOptions, ReadFrom};
 pub use crate::storage::{Checksum, MultipartOptions, ObjectHead, PartSent, PutOptions};

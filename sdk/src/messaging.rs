@@ -1,0 +1,375 @@
+//! The messaging API: topics, publishing, partition reads, subscriptions and a consumer
+//! loop, at `{base}/messaging/v1`.
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::Method;
+use url::Url;
+
+use plinth_types::messaging::{
+    CreateSubscription, CreateTopic, Delivery, LeaseRequest, LeaseResponse, OutgoingMessage,
+    PublishRequest, PublishResponse, Published, PullRequest, PullResponse, ReadResponse,
+    SeekRequest, Subscription, Topic, UpdateTopic,
+};
+
+use crate::client::Client;
+use crate::error::Error;
+
+/// Where a partition read starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// The oldest message retention has kept.
+    Start,
+    /// This offset.
+    Offset(u64),
+    /// The first message stored at or after this time.
+    Time(time::OffsetDateTime),
+}
+
+/// How [`Client::consume`] pulls and runs its handler.
+#[derive(Clone, Copy, Debug)]
+pub struct ConsumerOptions {
+    /// Messages asked for per pull.
+    pub max_messages: usize,
+    /// How long a pull waits for a first message, in seconds (at most 30).
+    pub wait_seconds: u64,
+    /// Handlers running at once.
+    pub concurrency: usize,
+    /// While a handler runs, its lease is extended to this many seconds, every half of it
+    /// (or of the subscription's ack deadline, if that is shorter).
+    pub lease_seconds: u64,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        Self {
+            max_messages: 10,
+            wait_seconds: 20,
+            concurrency: 4,
+            lease_seconds: 30,
+        }
+    }
+}
+
+/// Topics, publishing and reads.
+impl Client {
+    fn messaging_url(&self, segments: &[&str]) -> Result<Url, Error> {
+        self.url(
+            ["messaging", "v1"]
+                .into_iter()
+                .chain(segments.iter().copied()),
+        )
+    }
+
+    /// Creates a topic (`POST /topics`).
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Api`] with `invalid_topic_name`, `topic_name_taken`, `invalid_field`
+    /// or `quota_exceeded` when the topic is refused.
+    pub async fn create_topic(&self, topic: &CreateTopic) -> Result<Topic, Error> {
+        let url = self.messaging_url(&["topics"])?;
+        self.send_json(self.request(Method::POST, url).json(topic))
+            .await
+    }
+
+    /// Lists the project's topics, by name (`GET /topics`).
+    ///
+    /// # Errors
+    ///
+    /// Only the failures every call shares.
+    pub async fn list_topics(&self) -> Result<Vec<Topic>, Error> {
+        let url = self.messaging_url(&["topics"])?;
+        self.send_json(self.request(Method::GET, url)).await
+    }
+
+    /// Returns a topic with each partition's offsets (`GET /topics/{topic}`).
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Api`] with `topic_not_found`.
+    pub async fn get_topic(&self, topic: &str) -> Result<Topic, Error> {
+        let url = self.messaging_url(&["topics", topic])?;
+        self.send_json(self.request(Method::GET, url)).await
+    }
+
+    /// Changes a topic's retention (`PATCH /topics/{topic}`).
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Api`] with `topic_not_found`.
+    pub async fn update_topic(&self, topic: &str, update: &UpdateTopic) -> Result<Topic, Error> {
+        let url = self.messaging_url(&["topics", topic])?;
+        self.send_json(self.request(Method::PATCH, url).json(update))
+            .await
+    }
+
+    /// Deletes a topic and its messages (`DELETE /topics/{topic}`).
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Api`] with `topic_not_found`.
+    pub async fn delete_topic(&self, topic: &str) -> Result<(), Error> {
+        let url = self.messaging_url(&["topics", topic])?;
+        self.send_empty(self.request(Method::DELETE, url)).await
+    }
+
+    /// Publishes one message; returns once it is durable.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::publish_batch`].
+    pub async fn publish(&self, topic: &str, message: OutgoingMessage) -> Result<Published, Error> {
+        let mut published = self.publish_batch(topic, vec![message]).await?;
+        published
+            .pop()
+            .ok_or_else(|| Error::Config("the server answered no position".into()))
+    }
+
+    /// Publishes up to 1000 messages at once (`POST /topics/{topic}/messages`): all are
+    /// stored, or (for a refused one) none. Returns each one's partition and offset, in order.
+    /// A publish is not retried: a retry could store a message twice unless it carries a
+    /// `message_id`.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Api`] with `topic_not_found`, `invalid_message` or
+    /// `message_too_large` (with the message's `index` in the details).
+    pub async fn publish_batch(
+        &self,
+        topic: &str,
+        messages: Vec<OutgoingMessage>,
+    ) -> Result<Vec<Published>, Error> {
+        let url = self.messaging_url(&["topics", topic, "messages"])?;
+        let body = PublishRequest { messages };
+        let answer: PublishResponse = self
+            .send_json(self.request(Method::POST, url).json(&body))
+            .await?;
+        Ok(answer.messages)
+    }
+
+    /// Reads up to `limit` messages of one partition (replay, no subscription needed).
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Api`] with `topic_not_found`, `partition_not_found` or
+    /// `offset_out_of_range`.
+    pub async fn read_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: ReadFrom,
+        limit: usize,
+    ) -> Result<ReadResponse, Error> {
+        let partition = partition.to_string();
+        let url = self.messaging_url(&["topics", topic, "partitions", &partition, "messages"])?;
+        let mut query = vec![("limit", limit.to_string())];
+        match from {
+            ReadFrom::Start => {}
+            ReadFrom::Offset(offset) => query.push(("offset", offset.to_string())),
+            ReadFrom::Time(time) => query.push((
+                "time",
+                time.format(&time::format_description::well_known::Rfc3339)
+                    .map_err(|err| Error::Config(err.to_string()))?,
+            )),
+        }
+        self.send_json(self.request(Method::GET, url).query(&query))
+            .await
+    }
+}
+
+/// Subscriptions and delivery.
+impl Client {
+    /// Creates a subscription on a topic (`POST /subscriptions`).
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Api`] with `topic_not_found`, `invalid_subscription_name`,
+    /// `subscription_name_taken` or `invalid_field`.
+    pub async fn create_subscription(
+        &self,
+        subscription: &CreateSubscription,
+    ) -> Result<Subscription, Error> {
+        let url = self.messaging_url(&["subscriptions"])?;
+        self.send_json(self.request(Method::POST, url).json(subscription))
+            .await
+    }
+
+    /// Lists the project's subscriptions (`GET /subscriptions`).
+    ///
+    /// # Errors
+    ///
+    /// Only the failures every call shares.
+    pub async fn list_subscriptions(&self) -> Result<Vec<Subscription>, Error> {
+        let url = self.messaging_url(&["subscriptions"])?;
+        self.send_json(self.request(Method::GET, url)).await
+    }
+
+    /// Returns a subscription's settings (`GET /subscriptions/{name}`).
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Api`] with `subscription_not_found`.
+    pub async fn get_subscription(&self, subscription: &str) -> Result<Subscription, Error> {
+        let url = self.messaging_url(&["subscriptions", subscription])?;
+        self.send_json(self.request(Method::GET, url)).await
+    }
+
+    /// Deletes a subscription and its delivery state (`DELETE /subscriptions/{name}`).
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Api`] with `subscription_not_found`.
+    pub async fn delete_subscription(&self, subscription: &str) -> Result<(), Error> {
+        let url = self.messaging_url(&["subscriptions", subscription])?;
+        self.send_empty(self.request(Method::DELETE, url)).await
+    }
+
+    /// Pulls up to `max_messages` deliveries, waiting up to `wait_seconds` for a first one.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Api`] with `subscription_not_found` or `invalid_field`.
+    pub async fn pull(
+        &self,
+        subscription: &str,
+        max_messages: usize,
+        wait_seconds: u64,
+    ) -> Result<Vec<Delivery>, Error> {
+        let url = self.messaging_url(&["subscriptions", subscription, "pull"])?;
+        let body = PullRequest {
+            max_messages: Some(max_messages),
+            wait_seconds: Some(wait_seconds),
+        };
+        let answer: PullResponse = self
+            .send_json(self.request(Method::POST, url).json(&body))
+            .await?;
+        Ok(answer.messages)
+    }
+
+    async fn lease_call(
+        &self,
+        subscription: &str,
+        verb: &str,
+        lease_ids: Vec<String>,
+        seconds: Option<u64>,
+    ) -> Result<LeaseResponse, Error> {
+        let url = self.messaging_url(&["subscriptions", subscription, verb])?;
+        let body = LeaseRequest { lease_ids, seconds };
+        self.send_json(self.request(Method::POST, url).json(&body))
+            .await
+    }
+
+    /// Acknowledges deliveries; returns the leases that no longer held.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Api`] with `subscription_not_found` or `invalid_field`.
+    pub async fn ack(
+        &self,
+        subscription: &str,
+        lease_ids: Vec<String>,
+    ) -> Result<LeaseResponse, Error> {
+        self.lease_call(subscription, "ack", lease_ids, None).await
+    }
+
+    /// Gives deliveries back, for redelivery after `delay_seconds` or the subscription's
+    /// backoff.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::ack`].
+    pub async fn nack(
+        &self,
+        subscription: &str,
+        lease_ids: Vec<String>,
+        delay_seconds: Option<u64>,
+    ) -> Result<LeaseResponse, Error> {
+        self.lease_call(subscription, "nack", lease_ids, delay_seconds)
+            .await
+    }
+
+    /// Extends leases to `seconds` from now.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::ack`].
+    pub async fn extend(
+        &self,
+        subscription: &str,
+        lease_ids: Vec<String>,
+        seconds: u64,
+    ) -> Result<LeaseResponse, Error> {
+        self.lease_call(subscription, "extend", lease_ids, Some(seconds))
+            .await
+    }
+
+    /// Moves a subscription to a time or a partition's offset.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Api`] with `subscription_not_found`, `invalid_field`,
+    /// `partition_not_found` or `offset_out_of_range`.
+    pub async fn seek(&self, subscription: &str, to: &SeekRequest) -> Result<(), Error> {
+        let url = self.messaging_url(&["subscriptions", subscription, "seek"])?;
+        self.send_empty(self.request(Method::POST, url).json(to))
+            .await
+    }
+
+    /// Runs `handler` on every message of a subscription, `concurrency` at a time: pulls,
+    /// extends each lease while its handler runs, acks when it returns `Ok` and nacks (for
+    /// the subscription's backoff) when it returns `Err`. Returns only when a pull fails.
+    ///
+    /// # Errors
+    ///
+    /// Returns the error of the pull that failed.
+    pub async fn consume<F, Fut, E>(
+        &self,
+        subscription: &str,
+        options: ConsumerOptions,
+        handler: F,
+    ) -> Result<(), Error>
+    where
+        F: Fn(Delivery) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+    {
+        let lease = options.lease_seconds.max(1);
+        // The first extension must come before the lease the pull gave ends.
+        let deadline = self
+            .get_subscription(subscription)
+            .await?
+            .ack_deadline_seconds;
+        let every = Duration::from_secs(lease.min(deadline).max(1)) / 2;
+        loop {
+            let deliveries = self
+                .pull(subscription, options.max_messages, options.wait_seconds)
+                .await?;
+            futures::stream::iter(deliveries)
+                .for_each_concurrent(options.concurrency.max(1), |delivery| async {
+                    let lease_id = delivery.lease_id.clone();
+                    let run = handler(delivery);
+                    let keep = async {
+                        loop {
+                            tokio::time::sleep(every).await;
+                            // A lost extension is not fatal: at worst the message comes again.
+                            let _ = self
+                                .extend(subscription, vec![lease_id.clone()], lease)
+                                .await;
+                        }
+                    };
+                    let outcome = tokio::select! {
+                        outcome = run => outcome,
+                        () = keep => unreachable!("the lease loop never ends"),
+                    };
+                    // A failed ack or nack leaves the message to come back after its lease.
+                    let _ = match outcome {
+                        Ok(()) => self.ack(subscription, vec![lease_id]).await,
+                        Err(_) => self.nack(subscription, vec![lease_id], None).await,
+                    };
+                })
+                .await;
+        }
+    }
+}
