@@ -9,10 +9,12 @@
 //! - `key`: `plinth key create|list|revoke|rotate` and `plinth token`.
 //! - `quota`: `plinth quota get|set` and `plinth usage`.
 //! - `ls`, `cp`: `plinth ls` and `plinth cp`, with a project's key or token.
+//! - `messaging`: `plinth topic create|list|delete`, `plinth publish` and `plinth consume`.
 
 mod cp;
 mod key;
 mod ls;
+mod messaging;
 mod project;
 mod quota;
 
@@ -47,6 +49,13 @@ pub(crate) enum AdminCommand {
     Ls(ls::LsArgs),
     /// Copy a file to an object, an object to a file, or an object to another, server-side.
     Cp(cp::CpArgs),
+    /// Create, list and delete topics.
+    #[command(subcommand)]
+    Topic(messaging::TopicCommand),
+    /// Publish one message, or one per line of stdin.
+    Publish(messaging::PublishArgs),
+    /// Print a subscription's messages as JSON lines, and acknowledge them.
+    Consume(messaging::ConsumeArgs),
 }
 
 /// What the global flags say about reaching the server and printing the answer.
@@ -78,6 +87,9 @@ pub(crate) async fn run(command: AdminCommand, options: AdminOptions) -> anyhow:
         AdminCommand::Token(args) => key::token(&client, output, args).await,
         AdminCommand::Ls(args) => ls::ls(&client, output, args).await,
         AdminCommand::Cp(args) => cp::cp(&client, output, args).await,
+        AdminCommand::Topic(command) => messaging::topic(&client, output, command).await,
+        AdminCommand::Publish(args) => messaging::publish(&client, output, args).await,
+        AdminCommand::Consume(args) => messaging::consume(&client, args).await,
     }
 }
 
