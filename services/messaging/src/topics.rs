@@ -85,6 +85,39 @@ fn authorize_read(caller: &Caller, resource: &str) -> Result<(), ApiError> {
         .or_else(|_| caller.authorize(Scope::MessagingPublish, resource))
 }
 
+/// The project's retention ceiling (`retention_seconds` quota), if it has one.
+async fn retention_ceiling(
+    messaging: &Messaging,
+    project_id: &str,
+) -> Result<Option<u64>, ApiError> {
+    let overrides: String = sqlx::query("SELECT quotas FROM projects WHERE id = $1")
+        .bind(project_id)
+        .fetch_optional(messaging.shared.store().pool())
+        .await?
+        .ok_or_else(|| ApiError::ProjectNotFound(project_id.to_owned()))?
+        .try_get("quotas")?;
+    let overrides = serde_json::from_str(&overrides).map_err(ApiError::internal)?;
+    Ok(messaging
+        .shared
+        .quotas()
+        .effective(&overrides)
+        .retention_seconds)
+}
+
+/// A topic's retention in seconds under the project's ceiling: none asked for is the
+/// ceiling itself, more than it is refused.
+fn within_ceiling(asked: Option<u64>, ceiling: Option<u64>) -> Result<Option<u64>, ApiError> {
+    match (asked.filter(|&s| s > 0), ceiling) {
+        (asked, None) => Ok(asked),
+        (None, Some(limit)) => Ok(Some(limit)),
+        (Some(asked), Some(limit)) if asked <= limit => Ok(Some(asked)),
+        (Some(_), Some(limit)) => Err(ApiError::QuotaExceeded {
+            quota: "retention_seconds",
+            limit,
+        }),
+    }
+}
+
 /// A retention setting as stored: `0` (or nothing) means none.
 fn retention(value: Option<u64>, field: &str) -> Result<Option<i64>, ApiError> {
     match value {
@@ -127,7 +160,9 @@ pub async fn create_topic(
             reason: format!("must be 1 to {max}"),
         });
     }
-    let retention_seconds = retention(body.retention_seconds, "retention_seconds")?;
+    let ceiling = retention_ceiling(&messaging, project_id).await?;
+    let seconds = within_ceiling(body.retention_seconds, ceiling)?;
+    let retention_seconds = retention(seconds, "retention_seconds")?;
     let retention_bytes = retention(body.retention_bytes, "retention_bytes")?;
 
     // The logs come first, so that a committed topic always has them; if the row then
@@ -296,10 +331,11 @@ pub async fn update_topic(
     caller.authorize(Scope::MessagingPublish, &name.resource())?;
     let project_id = project_of(&caller)?;
 
+    let ceiling = retention_ceiling(&messaging, project_id).await?;
     let mut tx = messaging.shared.store().begin().await?;
     let current = get_topic_row(&mut tx, project_id, &name).await?;
     let seconds = match body.retention_seconds {
-        Some(value) => retention(Some(value), "retention_seconds")?,
+        Some(value) => retention(within_ceiling(Some(value), ceiling)?, "retention_seconds")?,
         None => retention(current.topic.retention_seconds, "retention_seconds")?,
     };
     let bytes = match body.retention_bytes {

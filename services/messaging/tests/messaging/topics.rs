@@ -532,6 +532,69 @@ async fn scopes_and_the_topic_quota_are_enforced(backend: TestBackend) {
         )
         .await;
 
+    // A retention ceiling: a topic without its own retention gets the ceiling, one asking
+    // for more is refused, on create and on update.
+    let quotas = Quotas {
+        retention_seconds: Some(3600),
+        ..Quotas::default()
+    };
+    let (_, capped) = server
+        .tenant(
+            "capped",
+            quotas,
+            vec![Scope::MessagingPublish, Scope::MessagingConsume],
+        )
+        .await;
+    let topic = server
+        .ok(
+            &capped,
+            Method::POST,
+            "/topics",
+            Some(json!({"name": "kept"})),
+        )
+        .await;
+    assert_eq!(topic["retention_seconds"], 3600);
+    let (status, code) = server
+        .refused(
+            &capped,
+            Method::POST,
+            "/topics",
+            Some(json!({"name": "long", "retention_seconds": 7200})),
+        )
+        .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::FORBIDDEN, "quota_exceeded")
+    );
+    let (_, code) = server
+        .refused(
+            &capped,
+            Method::PATCH,
+            "/topics/kept",
+            Some(json!({"retention_seconds": 7200})),
+        )
+        .await;
+    assert_eq!(code, "quota_exceeded");
+    let shorter = server
+        .ok(
+            &capped,
+            Method::PATCH,
+            "/topics/kept",
+            Some(json!({"retention_seconds": 60})),
+        )
+        .await;
+    assert_eq!(shorter["retention_seconds"], 60);
+    // Removing the topic's own retention falls back to the ceiling, never to none.
+    let reset = server
+        .ok(
+            &capped,
+            Method::PATCH,
+            "/topics/kept",
+            Some(json!({"retention_seconds": 0})),
+        )
+        .await;
+    assert_eq!(reset["retention_seconds"], 3600);
+
     let (_, consumer) = server
         .tenant("consumer", Quotas::default(), vec![Scope::MessagingConsume])
         .await;
