@@ -76,6 +76,8 @@ pub fn validate(quotas: &QuotaValues) -> Result<(), ApiError> {
         ("objects", quotas.objects),
         ("object_size_max", quotas.object_size_max),
         ("topics", quotas.topics),
+        ("partitions_per_topic", quotas.partitions_per_topic),
+        ("message_size_max", quotas.message_size_max),
         ("messages_per_day", quotas.messages_per_day),
         ("retention_seconds", quotas.retention_seconds),
         ("documents", quotas.documents),
@@ -107,6 +109,10 @@ pub fn effective(overrides: &QuotaValues, defaults: &QuotaValues) -> QuotaValues
         objects: overrides.objects.or(defaults.objects),
         object_size_max: overrides.object_size_max.or(defaults.object_size_max),
         topics: overrides.topics.or(defaults.topics),
+        partitions_per_topic: overrides
+            .partitions_per_topic
+            .or(defaults.partitions_per_topic),
+        message_size_max: overrides.message_size_max.or(defaults.message_size_max),
         messages_per_day: overrides.messages_per_day.or(defaults.messages_per_day),
         retention_seconds: overrides.retention_seconds.or(defaults.retention_seconds),
         documents: overrides.documents.or(defaults.documents),

@@ -45,6 +45,12 @@ pub struct Quotas {
     /// Topics in the project.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topics: Option<u64>,
+    /// Partitions a topic may have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions_per_topic: Option<u64>,
+    /// Size of the largest message value, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_size_max: Option<u64>,
     /// Messages published per UTC day.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages_per_day: Option<u64>,

@@ -164,12 +164,14 @@ fn print_report(report: &QuotaReport) {
 
 /// Names every quota with its value, in the order of the type. The destructuring has no `..`,
 /// so a quota added to the type fails to compile here until it gets its name.
-fn fields(quotas: &mut Quotas) -> [(&'static str, &mut Option<u64>); 10] {
+fn fields(quotas: &mut Quotas) -> [(&'static str, &mut Option<u64>); 12] {
     let Quotas {
         stored_bytes,
         objects,
         object_size_max,
         topics,
+        partitions_per_topic,
+        message_size_max,
         messages_per_day,
         retention_seconds,
         documents,
@@ -183,6 +185,8 @@ fn fields(quotas: &mut Quotas) -> [(&'static str, &mut Option<u64>); 10] {
         ("objects", objects),
         ("object_size_max", object_size_max),
         ("topics", topics),
+        ("partitions_per_topic", partitions_per_topic),
+        ("message_size_max", message_size_max),
         ("messages_per_day", messages_per_day),
         ("retention_seconds", retention_seconds),
         ("documents", documents),

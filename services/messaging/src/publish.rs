@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use crate::log::LogError;
 use crate::message::StoredMessage;
 use crate::names::TopicName;
-use crate::topics::{TopicRow, get_topic_row, project_of};
+use crate::topics::{TopicRow, get_topic_row, project_of, project_quotas};
 use crate::{Messaging, log_error};
 
 /// Most messages in one publish request.
@@ -156,7 +156,11 @@ pub async fn publish(
             reason: format!("must hold 1 to {MAX_BATCH} messages"),
         });
     }
-    let limit = messaging.shared.config().messaging_max_message_bytes;
+    let operator = messaging.shared.config().messaging_max_message_bytes;
+    let quotas = project_quotas(&messaging, project_id).await?;
+    let limit = quotas
+        .message_size_max
+        .map_or(operator, |q| q.min(operator));
     let now = OffsetDateTime::now_utc();
     let messages = body
         .messages

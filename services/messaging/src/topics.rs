@@ -85,11 +85,11 @@ fn authorize_read(caller: &Caller, resource: &str) -> Result<(), ApiError> {
         .or_else(|_| caller.authorize(Scope::MessagingPublish, resource))
 }
 
-/// The project's retention ceiling (`retention_seconds` quota), if it has one.
-async fn retention_ceiling(
+/// The quotas in force for a project: its own, else the operator's defaults.
+pub(crate) async fn project_quotas(
     messaging: &Messaging,
     project_id: &str,
-) -> Result<Option<u64>, ApiError> {
+) -> Result<plinth_types::console::Quotas, ApiError> {
     let overrides: String = sqlx::query("SELECT quotas FROM projects WHERE id = $1")
         .bind(project_id)
         .fetch_optional(messaging.shared.store().pool())
@@ -97,11 +97,7 @@ async fn retention_ceiling(
         .ok_or_else(|| ApiError::ProjectNotFound(project_id.to_owned()))?
         .try_get("quotas")?;
     let overrides = serde_json::from_str(&overrides).map_err(ApiError::internal)?;
-    Ok(messaging
-        .shared
-        .quotas()
-        .effective(&overrides)
-        .retention_seconds)
+    Ok(messaging.shared.quotas().effective(&overrides))
 }
 
 /// A topic's retention in seconds under the project's ceiling: none asked for is the
@@ -160,8 +156,16 @@ pub async fn create_topic(
             reason: format!("must be 1 to {max}"),
         });
     }
-    let ceiling = retention_ceiling(&messaging, project_id).await?;
-    let seconds = within_ceiling(body.retention_seconds, ceiling)?;
+    let quotas = project_quotas(&messaging, project_id).await?;
+    if let Some(limit) = quotas.partitions_per_topic
+        && u64::from(partitions) > limit
+    {
+        return Err(ApiError::QuotaExceeded {
+            quota: "partitions_per_topic",
+            limit,
+        });
+    }
+    let seconds = within_ceiling(body.retention_seconds, quotas.retention_seconds)?;
     let retention_seconds = retention(seconds, "retention_seconds")?;
     let retention_bytes = retention(body.retention_bytes, "retention_bytes")?;
 
@@ -331,7 +335,9 @@ pub async fn update_topic(
     caller.authorize(Scope::MessagingPublish, &name.resource())?;
     let project_id = project_of(&caller)?;
 
-    let ceiling = retention_ceiling(&messaging, project_id).await?;
+    let ceiling = project_quotas(&messaging, project_id)
+        .await?
+        .retention_seconds;
     let mut tx = messaging.shared.store().begin().await?;
     let current = get_topic_row(&mut tx, project_id, &name).await?;
     let seconds = match body.retention_seconds {

@@ -584,6 +584,59 @@ async fn scopes_and_the_topic_quota_are_enforced(backend: TestBackend) {
         )
         .await;
     assert_eq!(shorter["retention_seconds"], 60);
+    // Partitions per topic and the largest message.
+    let quotas = Quotas {
+        partitions_per_topic: Some(2),
+        message_size_max: Some(10),
+        ..Quotas::default()
+    };
+    let (_, small) = server
+        .tenant(
+            "small",
+            quotas,
+            vec![Scope::MessagingPublish, Scope::MessagingConsume],
+        )
+        .await;
+    let (status, code) = server
+        .refused(
+            &small,
+            Method::POST,
+            "/topics",
+            Some(json!({"name": "wide", "partitions": 3})),
+        )
+        .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::FORBIDDEN, "quota_exceeded")
+    );
+    server
+        .ok(
+            &small,
+            Method::POST,
+            "/topics",
+            Some(json!({"name": "narrow", "partitions": 2})),
+        )
+        .await;
+    let (status, body) = server
+        .call(
+            &small,
+            Method::POST,
+            "/topics/narrow/messages",
+            Some(json!({"messages": [{"value": "short"}, {"value": "a good deal longer"}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["code"], "message_too_large");
+    assert_eq!(body["details"], json!({"index": 1, "limit": 10}));
+    server
+        .ok(
+            &small,
+            Method::POST,
+            "/topics/narrow/messages",
+            Some(json!({"messages": [{"value": "short"}]})),
+        )
+        .await;
+
     // Removing the topic's own retention falls back to the ceiling, never to none.
     let reset = server
         .ok(
