@@ -249,6 +249,51 @@ impl Quotas {
         Ok(())
     }
 
+    /// Reserves `amount` of a per-day quota such as `messages_per_day` for the UTC `day`
+    /// (`YYYY-MM-DD`), against `limit`: one conditional upsert of the gauge
+    /// `{quota}:{day}`, so concurrent writers never overshoot. The gauges of earlier days are
+    /// deleted on the way. A negative `amount` returns capacity and never fails.
+    ///
+    /// # Errors
+    ///
+    /// Returns `quota_exceeded` when the day's count would go over `limit`.
+    pub async fn reserve_daily(
+        &self,
+        tx: &mut AnyConnection,
+        project_id: &str,
+        quota: &'static str,
+        day: &str,
+        amount: i64,
+        limit: u64,
+    ) -> Result<(), ApiError> {
+        let metric = format!("{quota}:{day}");
+        sqlx::query(
+            "DELETE FROM quota_gauges WHERE project_id = $1 AND metric LIKE $2 AND metric <> $3",
+        )
+        .bind(project_id)
+        .bind(format!("{quota}:%"))
+        .bind(&metric)
+        .execute(&mut *tx)
+        .await?;
+        let updated = sqlx::query(
+            "INSERT INTO quota_gauges (project_id, metric, used) \
+             SELECT $1, $2, CASE WHEN $3 < 0 THEN 0 ELSE $3 END WHERE $3 <= $4 \
+             ON CONFLICT (project_id, metric) DO UPDATE SET used = \
+             CASE WHEN quota_gauges.used + $3 < 0 THEN 0 ELSE quota_gauges.used + $3 END \
+             WHERE $3 <= 0 OR quota_gauges.used + $3 <= $4",
+        )
+        .bind(project_id)
+        .bind(&metric)
+        .bind(amount)
+        .bind(limit.min(i64::MAX as u64) as i64)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Err(ApiError::QuotaExceeded { quota, limit });
+        }
+        Ok(())
+    }
+
     /// Returns capacity to a gauge: the same as reserving `-amount`.
     ///
     /// # Errors

@@ -175,7 +175,24 @@ pub async fn publish(
 
     let bytes: u64 = messages.iter().map(|m| m.value.len() as u64).sum();
     let count = messages.len() as u64;
-    let published = append_stored(&messaging, &row, messages).await?;
+    // The day's count is reserved before the append and given back if it fails; a project
+    // without the quota pays nothing for it.
+    let daily = match quotas.messages_per_day {
+        Some(limit) => Some(reserve_today(&messaging, project_id, count as i64, limit).await?),
+        None => None,
+    };
+    let published = match append_stored(&messaging, &row, messages).await {
+        Ok(published) => published,
+        Err(err) => {
+            if let Some((day, limit)) = daily
+                && let Err(release) =
+                    release_today(&messaging, project_id, &day, count as i64, limit).await
+            {
+                tracing::warn!(error = %release, "daily message count not given back");
+            }
+            return Err(err);
+        }
+    };
 
     let usage = messaging.shared.usage();
     usage.record(project_id, "messages_published", count);
@@ -183,6 +200,42 @@ pub async fn publish(
     Ok(Json(PublishResponse {
         messages: published,
     }))
+}
+
+/// Reserves `count` messages of today's `messages_per_day`; returns the day and limit, to
+/// give them back with.
+async fn reserve_today(
+    messaging: &Messaging,
+    project_id: &str,
+    count: i64,
+    limit: u64,
+) -> Result<(String, u64), ApiError> {
+    let day = plinth_shared::usage::day_string(OffsetDateTime::now_utc().date());
+    let mut tx = messaging.shared.store().begin().await?;
+    messaging
+        .shared
+        .quotas()
+        .reserve_daily(&mut tx, project_id, "messages_per_day", &day, count, limit)
+        .await?;
+    tx.commit().await?;
+    Ok((day, limit))
+}
+
+async fn release_today(
+    messaging: &Messaging,
+    project_id: &str,
+    day: &str,
+    count: i64,
+    limit: u64,
+) -> Result<(), ApiError> {
+    let mut tx = messaging.shared.store().begin().await?;
+    messaging
+        .shared
+        .quotas()
+        .reserve_daily(&mut tx, project_id, "messages_per_day", day, -count, limit)
+        .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Appends validated messages to a topic and returns where each went, in their order.

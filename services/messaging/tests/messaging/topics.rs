@@ -588,6 +588,7 @@ async fn scopes_and_the_topic_quota_are_enforced(backend: TestBackend) {
     let quotas = Quotas {
         partitions_per_topic: Some(2),
         message_size_max: Some(10),
+        messages_per_day: Some(3),
         ..Quotas::default()
     };
     let (_, small) = server
@@ -636,6 +637,35 @@ async fn scopes_and_the_topic_quota_are_enforced(backend: TestBackend) {
             Some(json!({"messages": [{"value": "short"}]})),
         )
         .await;
+    // Three a day: the short one and two more fit; a fourth does not, and stores nothing.
+    server
+        .ok(
+            &small,
+            Method::POST,
+            "/topics/narrow/messages",
+            Some(json!({"messages": [{"value": 1}, {"value": 2}]})),
+        )
+        .await;
+    let (status, code) = server
+        .refused(
+            &small,
+            Method::POST,
+            "/topics/narrow/messages",
+            Some(json!({"messages": [{"value": 3}]})),
+        )
+        .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::FORBIDDEN, "quota_exceeded")
+    );
+    let topic = server.ok(&small, Method::GET, "/topics/narrow", None).await;
+    let stored: u64 = topic["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["end_offset"].as_u64().unwrap())
+        .sum();
+    assert_eq!(stored, 3);
 
     // Removing the topic's own retention falls back to the ceiling, never to none.
     let reset = server
