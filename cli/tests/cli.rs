@@ -333,23 +333,25 @@ fn topics_publish_and_consume_from_the_command_line() {
     assert_eq!(topics[0]["name"], "orders");
     assert_eq!(topics[0]["partition_count"], 2);
 
-    // A subscription with a 1 s lease, through the SDK (the CLI has no subscription commands).
-    let client = plinth_sdk::Client::builder()
-        .base_url(&server.url)
-        .token(key)
-        .build()
-        .unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let subscription = plinth_sdk::types::messaging::CreateSubscription {
-        name: "audit".into(),
-        topic: "orders".into(),
-        start: Some(plinth_sdk::types::messaging::StartPosition::Earliest),
-        ack_deadline_seconds: Some(1),
-        ..Default::default()
-    };
-    runtime
-        .block_on(client.create_subscription(&subscription))
-        .unwrap();
+    // A subscription with a 1 s lease.
+    plinth(
+        &server,
+        key,
+        &[
+            "subscription",
+            "create",
+            "audit",
+            "--topic",
+            "orders",
+            "--earliest",
+            "--ack-deadline",
+            "1",
+        ],
+    );
+    let subscriptions: serde_json::Value =
+        serde_json::from_slice(&plinth(&server, key, &["subscription", "list"])).unwrap();
+    assert_eq!(subscriptions[0]["name"], "audit");
+    assert_eq!(subscriptions[0]["ack_deadline_seconds"], 1);
 
     let one: serde_json::Value = serde_json::from_slice(&plinth(
         &server,
@@ -390,5 +392,10 @@ fn topics_publish_and_consume_from_the_command_line() {
     assert_eq!(consume(&[]), all);
     std::thread::sleep(std::time::Duration::from_millis(1200));
     assert!(consume(&[]).is_empty());
+    plinth(&server, key, &["subscription", "delete", "audit"]);
+    plinth(&server, key, &["topic", "delete", "orders"]);
+    let topics: serde_json::Value =
+        serde_json::from_slice(&plinth(&server, key, &["topic", "list"])).unwrap();
+    assert_eq!(topics, serde_json::json!([]));
     terminate(server);
 }

@@ -1,11 +1,13 @@
-//! `plinth topic create|list|delete`, `plinth publish` and `plinth consume`, with a project's
-//! key or token.
+//! `plinth topic create|list|delete`, `plinth subscription create|list|delete`,
+//! `plinth publish` and `plinth consume`, with a project's key or token.
 
 use std::io::BufRead;
 
 use anyhow::Context;
 use plinth_sdk::Client;
-use plinth_sdk::types::messaging::{CreateTopic, OutgoingMessage, Topic};
+use plinth_sdk::types::messaging::{
+    CreateSubscription, CreateTopic, OutgoingMessage, StartPosition, Subscription, Topic,
+};
 
 use super::{Output, print_table, show_time};
 
@@ -87,6 +89,100 @@ fn topic_row(topic: &Topic) -> [String; 4] {
         topic.partition_count.to_string(),
         retention,
         show_time(topic.created_at),
+    ]
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum SubscriptionCommand {
+    /// Create a subscription on a topic.
+    Create {
+        /// 1 to 128 letters, digits, `.`, `_` and `-`.
+        name: String,
+        /// The topic to read.
+        #[arg(long)]
+        topic: String,
+        /// Start at the oldest message kept instead of the next one published.
+        #[arg(long)]
+        earliest: bool,
+        /// Seconds a delivery is leased before it is redelivered.
+        #[arg(long)]
+        ack_deadline: Option<u64>,
+        /// Deliveries before a message goes to the dead-letter topic.
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// A topic for messages past their last attempt.
+        #[arg(long)]
+        dead_letter_topic: Option<String>,
+    },
+    /// List the project's subscriptions.
+    List,
+    /// Delete a subscription and its delivery state.
+    Delete {
+        /// The subscription's name.
+        name: String,
+    },
+}
+
+pub(super) async fn subscription(
+    client: &Client,
+    output: Output,
+    command: SubscriptionCommand,
+) -> anyhow::Result<()> {
+    match command {
+        SubscriptionCommand::Create {
+            name,
+            topic,
+            earliest,
+            ack_deadline,
+            max_attempts,
+            dead_letter_topic,
+        } => {
+            let request = CreateSubscription {
+                name,
+                topic,
+                start: Some(if earliest {
+                    StartPosition::Earliest
+                } else {
+                    StartPosition::Latest
+                }),
+                ack_deadline_seconds: ack_deadline,
+                max_delivery_attempts: max_attempts,
+                dead_letter_topic,
+                ..CreateSubscription::default()
+            };
+            let created = client.create_subscription(&request).await?;
+            output.show(&created, |s| {
+                println!("Created subscription {} on {}.", s.name, s.topic)
+            })
+        }
+        SubscriptionCommand::List => {
+            let subscriptions = client.list_subscriptions().await?;
+            output.show(&subscriptions, |subscriptions| {
+                let rows: Vec<_> = subscriptions.iter().map(subscription_row).collect();
+                print_table(
+                    ["NAME", "TOPIC", "ACK DEADLINE", "ATTEMPTS", "DEAD LETTERS"],
+                    &rows,
+                );
+            })
+        }
+        SubscriptionCommand::Delete { name } => {
+            client.delete_subscription(&name).await?;
+            output.say(format!("Deleted subscription {name}."));
+            Ok(())
+        }
+    }
+}
+
+fn subscription_row(subscription: &Subscription) -> [String; 5] {
+    [
+        subscription.name.clone(),
+        subscription.topic.clone(),
+        format!("{}s", subscription.ack_deadline_seconds),
+        subscription.max_delivery_attempts.to_string(),
+        subscription
+            .dead_letter_topic
+            .clone()
+            .unwrap_or_else(|| "-".into()),
     ]
 }
 

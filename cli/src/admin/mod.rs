@@ -9,7 +9,8 @@
 //! - `key`: `plinth key create|list|revoke|rotate` and `plinth token`.
 //! - `quota`: `plinth quota get|set` and `plinth usage`.
 //! - `ls`, `cp`: `plinth ls` and `plinth cp`, with a project's key or token.
-//! - `messaging`: `plinth topic create|list|delete`, `plinth publish` and `plinth consume`.
+//! - `messaging`: `plinth topic|subscription create|list|delete`, `plinth publish` and
+//!   `plinth consume`.
 
 mod cp;
 mod key;
@@ -52,6 +53,9 @@ pub(crate) enum AdminCommand {
     /// Create, list and delete topics.
     #[command(subcommand)]
     Topic(messaging::TopicCommand),
+    /// Create, list and delete subscriptions.
+    #[command(subcommand)]
+    Subscription(messaging::SubscriptionCommand),
     /// Publish one message, or one per line of stdin.
     Publish(messaging::PublishArgs),
     /// Print a subscription's messages as JSON lines, and acknowledge them.
@@ -88,6 +92,9 @@ pub(crate) async fn run(command: AdminCommand, options: AdminOptions) -> anyhow:
         AdminCommand::Ls(args) => ls::ls(&client, output, args).await,
         AdminCommand::Cp(args) => cp::cp(&client, output, args).await,
         AdminCommand::Topic(command) => messaging::topic(&client, output, command).await,
+        AdminCommand::Subscription(command) => {
+            messaging::subscription(&client, output, command).await
+        }
         AdminCommand::Publish(args) => messaging::publish(&client, output, args).await,
         AdminCommand::Consume(args) => messaging::consume(&client, args).await,
     }
