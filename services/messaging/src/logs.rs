@@ -4,9 +4,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use tokio::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::OnceCell;
 
 use crate::log::{LogConfig, LogError, Partition};
+
+/// Each partition's log cell, by topic id and partition.
+type Cells = HashMap<(String, u32), Arc<OnceCell<Partition>>>;
 
 /// The open partition logs of the embedded backend.
 #[derive(Debug)]
@@ -16,8 +21,9 @@ pub struct FileLogs {
     /// appending to one log would overwrite each other's acknowledged records.
     _lock: std::fs::File,
     config: LogConfig,
-    /// Held while a partition opens, so two requests never open (and recover) one log twice.
-    open: Mutex<HashMap<(String, u32), Partition>>,
+    /// Each partition's log, opened once: requests for one that is opening wait on its cell
+    /// (so no log is recovered twice), while others go on.
+    open: Mutex<Cells>,
 }
 
 impl FileLogs {
@@ -66,18 +72,40 @@ impl FileLogs {
         partition: u32,
         create: bool,
     ) -> Result<Partition, LogError> {
-        let mut open = self.open.lock().await;
         let key = (topic_id.to_owned(), partition);
-        if let Some(log) = open.get(&key) {
+        let cell = self.cells().entry(key.clone()).or_default().clone();
+        if let Some(log) = cell.get() {
             return Ok(log.clone());
         }
         let dir = self.dir.join(topic_id).join(partition.to_string());
-        if !create && !tokio::fs::try_exists(&dir).await? {
-            return Err(LogError::NoSuchLog(topic_id.to_owned()));
+        let opened = cell
+            .get_or_try_init(|| async {
+                if !create && !tokio::fs::try_exists(&dir).await? {
+                    return Err(LogError::NoSuchLog(topic_id.to_owned()));
+                }
+                Partition::open(&dir, self.config).await
+            })
+            .await;
+        match opened {
+            Ok(log) => Ok(log.clone()),
+            Err(err) => {
+                // A failed open leaves no empty cell behind (a deleted topic's id, say).
+                let mut cells = self.cells();
+                if cells
+                    .get(&key)
+                    .is_some_and(|c| Arc::ptr_eq(c, &cell) && !c.initialized())
+                {
+                    cells.remove(&key);
+                }
+                Err(err)
+            }
         }
-        let log = Partition::open(&dir, self.config).await?;
-        open.insert(key, log.clone());
-        Ok(log)
+    }
+
+    fn cells(&self) -> std::sync::MutexGuard<'_, Cells> {
+        self.open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Creates the logs of a new topic's partitions, so that publishing never has to.
@@ -100,7 +128,7 @@ impl FileLogs {
     ///
     /// Returns the file system's error.
     pub async fn delete_topic(&self, topic_id: &str) -> std::io::Result<()> {
-        self.open.lock().await.retain(|(id, _), _| id != topic_id);
+        self.cells().retain(|(id, _), _| id != topic_id);
         match tokio::fs::remove_dir_all(self.dir.join(topic_id)).await {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
             _ => Ok(()),
