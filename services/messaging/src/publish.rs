@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use crate::log::LogError;
 use crate::message::StoredMessage;
 use crate::names::TopicName;
-use crate::topics::{TopicRow, get_topic_row, project_of, project_quotas};
+use crate::topics::{TopicRow, get_topic_and_quotas, get_topic_row};
 use crate::{Messaging, log_error};
 
 /// Most messages in one publish request.
@@ -149,7 +149,7 @@ pub async fn publish(
 ) -> Result<Json<PublishResponse>, ApiError> {
     let name = TopicName::parse(&topic)?;
     caller.authorize(Scope::MessagingPublish, &name.resource())?;
-    let project_id = project_of(&caller)?;
+    let project_id = caller.project()?;
     if body.messages.is_empty() || body.messages.len() > MAX_BATCH {
         return Err(ApiError::InvalidField {
             field: "messages".into(),
@@ -157,7 +157,7 @@ pub async fn publish(
         });
     }
     let operator = messaging.shared.config().messaging_max_message_bytes;
-    let quotas = project_quotas(&messaging, project_id).await?;
+    let (row, quotas) = get_topic_and_quotas(&messaging, project_id, &name).await?;
     let limit = quotas
         .message_size_max
         .map_or(operator, |q| q.min(operator));
@@ -168,10 +168,6 @@ pub async fn publish(
         .enumerate()
         .map(|(index, message)| validate(index, message, limit, now))
         .collect::<Result<Vec<_>, _>>()?;
-
-    let mut conn = messaging.shared.store().pool().acquire().await?;
-    let row = get_topic_row(&mut conn, project_id, &name).await?;
-    drop(conn);
 
     let bytes: u64 = messages.iter().map(|m| m.value.len() as u64).sum();
     let count = messages.len() as u64;
@@ -320,7 +316,7 @@ pub async fn read_partition(
 ) -> Result<Json<ReadResponse>, ApiError> {
     let name = TopicName::parse(&topic)?;
     caller.authorize(Scope::MessagingConsume, &name.resource())?;
-    let project_id = project_of(&caller)?;
+    let project_id = caller.project()?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_READ).contains(&limit) {
         return Err(ApiError::InvalidParameter(format!(

@@ -14,7 +14,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::names::{SubscriptionName, TopicName};
-use crate::topics::{TopicRow, get_topic_row, project_of};
+use crate::topics::{TopicRow, get_topic_by_id, get_topic_row};
 use crate::{Messaging, log_error};
 
 /// Longest lease, and longest explicit retry delay.
@@ -48,20 +48,10 @@ const COLUMNS: &str = "s.id, s.name, s.topic_id, s.dead_letter_topic_id, \
      s.ack_deadline_seconds, s.max_delivery_attempts, s.backoff_min_ms, s.backoff_max_ms, \
      s.created_at";
 
-async fn topic_by_id(conn: &mut AnyConnection, id: &str) -> Result<TopicRow, ApiError> {
-    let row = sqlx::query("SELECT name, project_id FROM topics WHERE id = $1")
-        .bind(id)
-        .fetch_one(&mut *conn)
-        .await?;
-    let name = TopicName::parse(&row.try_get::<String, _>("name")?)?;
-    let project_id: String = row.try_get("project_id")?;
-    get_topic_row(conn, &project_id, &name).await
-}
-
 async fn from_row(conn: &mut AnyConnection, row: &AnyRow) -> Result<SubscriptionRow, ApiError> {
-    let topic = topic_by_id(conn, &row.try_get::<String, _>("topic_id")?).await?;
+    let topic = get_topic_by_id(conn, &row.try_get::<String, _>("topic_id")?).await?;
     let dead_letter = match row.try_get::<Option<String>, _>("dead_letter_topic_id")? {
-        Some(id) => Some(topic_by_id(conn, &id).await?),
+        Some(id) => Some(get_topic_by_id(conn, &id).await?),
         None => None,
     };
     let seconds = |column: &str| -> Result<u64, ApiError> {
@@ -113,7 +103,7 @@ pub(crate) async fn authorized_subscription(
 ) -> Result<SubscriptionRow, ApiError> {
     let name = SubscriptionName::parse(name)?;
     caller.require_scope(Scope::MessagingConsume)?;
-    let project_id = project_of(caller)?;
+    let project_id = caller.project()?;
     let mut conn = messaging.shared.store().pool().acquire().await?;
     let row = get_subscription_row(&mut conn, project_id, &name).await?;
     caller.authorize(
@@ -162,7 +152,7 @@ pub async fn create_subscription(
     let name = SubscriptionName::parse(&body.name)?;
     let topic = TopicName::parse(&body.topic)?;
     caller.authorize(Scope::MessagingConsume, &topic.resource())?;
-    let project_id = project_of(&caller)?;
+    let project_id = caller.project()?;
     let deadline = bounded(
         body.ack_deadline_seconds,
         30,
@@ -286,7 +276,7 @@ pub async fn list_subscriptions(
     caller: Caller,
 ) -> Result<Json<Vec<Subscription>>, ApiError> {
     caller.require_scope(Scope::MessagingConsume)?;
-    let project_id = project_of(&caller)?;
+    let project_id = caller.project()?;
     let mut conn = messaging.shared.store().pool().acquire().await?;
     let sql =
         format!("SELECT {COLUMNS} FROM subscriptions s WHERE s.project_id = $1 ORDER BY s.name");

@@ -25,8 +25,9 @@ pub struct TopicRow {
     pub topic: Topic,
 }
 
-const COLUMNS: &str =
-    "id, name, partitions, retention_seconds, retention_bytes, created_at, updated_at";
+/// The topic columns [`topic_from_row`] reads, for a query whose topics table is `t`.
+const COLUMNS: &str = "t.id, t.name, t.partitions, t.retention_seconds, t.retention_bytes, \
+     t.created_at, t.updated_at";
 
 fn topic_from_row(row: &AnyRow) -> Result<TopicRow, ApiError> {
     let limit = |column: &str| -> Result<Option<u64>, ApiError> {
@@ -59,7 +60,7 @@ pub async fn get_topic_row(
     project_id: &str,
     name: &TopicName,
 ) -> Result<TopicRow, ApiError> {
-    let sql = format!("SELECT {COLUMNS} FROM topics WHERE project_id = $1 AND name = $2");
+    let sql = format!("SELECT {COLUMNS} FROM topics t WHERE t.project_id = $1 AND t.name = $2");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(project_id)
         .bind(name.as_str())
@@ -69,13 +70,49 @@ pub async fn get_topic_row(
     topic_from_row(&row)
 }
 
-/// Returns the caller's project: topics belong to projects, the admin token has none.
-pub(crate) fn project_of(caller: &Caller) -> Result<&str, ApiError> {
-    caller.project_id().ok_or_else(|| {
-        ApiError::InvalidParameter(
-            "the admin token belongs to no project; use a project key or token".into(),
-        )
-    })
+/// Reads a topic by its id, for rows that refer to one (a subscription's topic and
+/// dead-letter topic).
+///
+/// # Errors
+///
+/// Returns the store's failure; a missing topic is one (the references cascade).
+pub(crate) async fn get_topic_by_id(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<TopicRow, ApiError> {
+    let sql = format!("SELECT {COLUMNS} FROM topics t WHERE t.id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await?;
+    topic_from_row(&row)
+}
+
+/// Reads a topic and the quotas in force for its project in one query: the read path of
+/// every publish.
+///
+/// # Errors
+///
+/// Returns `topic_not_found`.
+pub(crate) async fn get_topic_and_quotas(
+    messaging: &Messaging,
+    project_id: &str,
+    name: &TopicName,
+) -> Result<(TopicRow, plinth_types::console::Quotas), ApiError> {
+    let sql = format!(
+        "SELECT {COLUMNS}, p.quotas FROM topics t JOIN projects p ON p.id = t.project_id \
+         WHERE t.project_id = $1 AND t.name = $2"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(project_id)
+        .bind(name.as_str())
+        .fetch_optional(messaging.shared.store().pool())
+        .await?
+        .ok_or_else(|| ApiError::TopicNotFound(name.as_str().to_owned()))?;
+    let overrides: String = row.try_get("quotas")?;
+    let overrides = serde_json::from_str(&overrides).map_err(ApiError::internal)?;
+    let quotas = messaging.shared.quotas().effective(&overrides);
+    Ok((topic_from_row(&row)?, quotas))
 }
 
 /// Lets a publisher or a consumer of `resource` read topic settings.
@@ -147,7 +184,7 @@ pub async fn create_topic(
 ) -> Result<(StatusCode, Json<Topic>), ApiError> {
     let name = TopicName::parse(&body.name)?;
     caller.authorize(Scope::MessagingPublish, &name.resource())?;
-    let project_id = project_of(&caller)?;
+    let project_id = caller.project()?;
     let max = messaging.shared.config().messaging_max_partitions;
     let partitions = body.partitions.unwrap_or(1);
     if !(1..=max).contains(&partitions) {
@@ -253,9 +290,9 @@ pub async fn list_topics(
     caller
         .require_scope(Scope::MessagingConsume)
         .or_else(|_| caller.require_scope(Scope::MessagingPublish))?;
-    let project_id = project_of(&caller)?;
+    let project_id = caller.project()?;
 
-    let sql = format!("SELECT {COLUMNS} FROM topics WHERE project_id = $1 ORDER BY name");
+    let sql = format!("SELECT {COLUMNS} FROM topics t WHERE t.project_id = $1 ORDER BY t.name");
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(project_id)
         .fetch_all(messaging.shared.store().pool())
@@ -289,7 +326,7 @@ pub async fn get_topic(
 ) -> Result<Json<Topic>, ApiError> {
     let name = TopicName::parse(&topic)?;
     authorize_read(&caller, &name.resource())?;
-    let project_id = project_of(&caller)?;
+    let project_id = caller.project()?;
 
     let mut conn = messaging.shared.store().pool().acquire().await?;
     let row = get_topic_row(&mut conn, project_id, &name).await?;
@@ -333,7 +370,7 @@ pub async fn update_topic(
 ) -> Result<Json<Topic>, ApiError> {
     let name = TopicName::parse(&topic)?;
     caller.authorize(Scope::MessagingPublish, &name.resource())?;
-    let project_id = project_of(&caller)?;
+    let project_id = caller.project()?;
 
     let ceiling = project_quotas(&messaging, project_id)
         .await?
@@ -383,7 +420,7 @@ pub async fn delete_topic(
 ) -> Result<StatusCode, ApiError> {
     let name = TopicName::parse(&topic)?;
     caller.authorize(Scope::MessagingPublish, &name.resource())?;
-    let project_id = project_of(&caller)?;
+    let project_id = caller.project()?;
 
     let mut tx = messaging.shared.store().begin().await?;
     let row = get_topic_row(&mut tx, project_id, &name).await?;

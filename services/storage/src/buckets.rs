@@ -12,15 +12,6 @@ use serde::Deserialize;
 use crate::names::BucketName;
 use crate::{Storage, meta};
 
-/// Returns the caller's project: storage belongs to projects, the admin token has none.
-pub(crate) fn project_of(caller: &Caller) -> Result<&str, ApiError> {
-    caller.project_id().ok_or_else(|| {
-        ApiError::InvalidParameter(
-            "the admin token belongs to no project; use a project key or token".into(),
-        )
-    })
-}
-
 /// Creates a bucket.
 #[utoipa::path(
     post,
@@ -40,7 +31,7 @@ pub async fn create_bucket(
 ) -> Result<(StatusCode, Json<Bucket>), ApiError> {
     let name = BucketName::parse(&body.name)?;
     caller.authorize(Scope::StorageWrite, &name.resource())?;
-    let project_id = project_of(&caller)?;
+    let project_id = caller.project()?;
 
     let mut tx = storage.shared.store().begin().await?;
     let bucket = meta::create_bucket(&mut tx, project_id, &name, &body).await?;
@@ -62,7 +53,7 @@ pub async fn list_buckets(
     caller: Caller,
 ) -> Result<Json<Vec<Bucket>>, ApiError> {
     caller.require_scope(Scope::StorageRead)?;
-    let project_id = project_of(&caller)?;
+    let project_id = caller.project()?;
 
     let mut conn = storage.shared.store().pool().acquire().await?;
     let buckets = meta::list_buckets(&mut conn, project_id).await?;
@@ -99,7 +90,7 @@ pub async fn get_bucket(
 ) -> Result<Json<Bucket>, ApiError> {
     let name = BucketName::parse(&bucket)?;
     caller.authorize(Scope::StorageRead, &name.resource())?;
-    let project_id = project_of(&caller)?;
+    let project_id = caller.project()?;
 
     let mut conn = storage.shared.store().pool().acquire().await?;
     Ok(Json(
@@ -127,7 +118,7 @@ pub async fn update_bucket(
 ) -> Result<Json<Bucket>, ApiError> {
     let name = BucketName::parse(&bucket)?;
     caller.authorize(Scope::StorageWrite, &name.resource())?;
-    let project_id = project_of(&caller)?;
+    let project_id = caller.project()?;
 
     let mut tx = storage.shared.store().begin().await?;
     let bucket = meta::update_bucket(&mut tx, project_id, &name, &body).await?;
@@ -166,7 +157,7 @@ pub async fn delete_bucket(
 ) -> Result<StatusCode, ApiError> {
     let name = BucketName::parse(&bucket)?;
     caller.authorize(Scope::StorageWrite, &name.resource())?;
-    let project_id = project_of(&caller)?;
+    let project_id = caller.project()?;
 
     let mut tx = storage.shared.store().begin().await?;
     let bucket = meta::get_bucket(&mut tx, project_id, &name).await?;

@@ -12,7 +12,6 @@ use plinth_types::storage::ObjectInfo;
 use plinth_types::{ErrorBody, Scope};
 
 use crate::Storage;
-use crate::buckets::project_of;
 use crate::conditions::{self, Read};
 use crate::meta;
 use crate::names::{BucketName, ObjectKey};
@@ -168,7 +167,7 @@ async fn read_as_caller(
     caller.authorize(Scope::StorageRead, &key.resource(&bucket_name))?;
     serve(
         storage,
-        project_of(caller)?,
+        caller.project()?,
         &bucket_name,
         &key,
         headers,

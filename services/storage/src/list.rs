@@ -11,7 +11,6 @@ use plinth_types::storage::{ListObjectsQuery, ObjectListing};
 use plinth_types::{ErrorBody, Scope};
 
 use crate::Storage;
-use crate::buckets::project_of;
 use crate::meta;
 use crate::names::{BucketName, MAX_KEY_BYTES};
 
@@ -69,7 +68,7 @@ pub async fn list_objects(
         (None, Some(start_after)) => start_after,
         (None, None) => String::new(),
     };
-    let project_id = project_of(&caller)?;
+    let project_id = caller.project()?;
 
     let mut conn = storage.shared.store().pool().acquire().await?;
     let bucket = meta::get_bucket(&mut conn, project_id, &name).await?;

@@ -21,7 +21,6 @@ use plinth_types::{ErrorBody, Scope};
 
 use crate::Storage;
 use crate::blobs::WriteError;
-use crate::buckets::project_of;
 use crate::conditions::WriteConditions;
 use crate::meta::{self, BucketRow};
 use crate::names::{BucketName, ObjectKey};
@@ -38,7 +37,7 @@ async fn load(
     upload_id: &str,
 ) -> Result<(BucketRow, UploadRow, ObjectKey), ApiError> {
     let bucket_name = BucketName::parse(bucket)?;
-    let project_id = project_of(caller)?;
+    let project_id = caller.project()?;
     let mut conn = storage.shared.store().pool().acquire().await?;
     let bucket = meta::get_bucket(&mut conn, project_id, &bucket_name).await?;
     let upload = uploads::get(&mut conn, &bucket, upload_id).await?;
@@ -68,7 +67,7 @@ pub async fn create_upload(
     let bucket_name = BucketName::parse(&bucket)?;
     let key = ObjectKey::parse(&body.key)?;
     caller.authorize(Scope::StorageWrite, &key.resource(&bucket_name))?;
-    let project_id = project_of(&caller)?;
+    let project_id = caller.project()?;
 
     let mut tx = storage.shared.store().begin().await?;
     let bucket = meta::get_bucket(&mut tx, project_id, &bucket_name).await?;

@@ -9,7 +9,6 @@ use plinth_shared::quota::Gauge;
 use plinth_types::{ErrorBody, Scope};
 
 use crate::Storage;
-use crate::buckets::project_of;
 use crate::meta::{self, BucketRow, EventKind};
 use crate::names::{BucketName, ObjectKey};
 
@@ -84,7 +83,7 @@ pub async fn delete_object(
 ) -> Result<StatusCode, ApiError> {
     let (bucket_name, key) = path.parse()?;
     caller.authorize(Scope::StorageWrite, &key.resource(&bucket_name))?;
-    let project_id = project_of(&caller)?;
+    let project_id = caller.project()?;
     let bucket = load_bucket(&storage, project_id, &bucket_name).await?;
 
     let quotas = storage.shared.quotas();

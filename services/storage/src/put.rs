@@ -19,7 +19,6 @@ use plinth_types::{ErrorBody, Scope};
 
 use crate::Storage;
 use crate::blobs::{WriteError, Written};
-use crate::buckets::project_of;
 use crate::conditions::WriteConditions;
 use crate::meta::{self, BucketRow, EventKind, NewObject};
 use crate::names::{BucketName, ObjectKey};
@@ -200,7 +199,7 @@ pub async fn put_object(
 ) -> Result<Response, ApiError> {
     let (bucket_name, key) = path.parse()?;
     caller.authorize(Scope::StorageWrite, &key.resource(&bucket_name))?;
-    let project_id = project_of(&caller)?;
+    let project_id = caller.project()?;
     if let Some(source) = header_text(&headers, COPY_SOURCE_HEADER)? {
         let (source_bucket, source_key) = parse_copy_source(&source)?;
         caller.authorize(Scope::StorageRead, &source_key.resource(&source_bucket))?;

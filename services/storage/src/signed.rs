@@ -17,7 +17,6 @@ use plinth_types::storage::{SignUrl, SignedMethod, SignedUrl};
 use plinth_types::{ErrorBody, Scope};
 use serde::Deserialize;
 
-use crate::buckets::project_of;
 use crate::get::{self, Serve};
 use crate::names::{BucketName, ObjectKey};
 use crate::objects::ObjectPath;
@@ -72,7 +71,7 @@ pub async fn create_signed_url(
     let resource = key.resource(&bucket_name);
     let scope = scope_of(body.method);
     caller.authorize(scope, &resource)?;
-    let project_id = project_of(&caller)?;
+    let project_id = caller.project()?;
     {
         let mut conn = storage.shared.store().pool().acquire().await?;
         meta::get_bucket(&mut conn, project_id, &bucket_name).await?;
@@ -169,7 +168,7 @@ async fn signed_read(
         Scope::StorageRead,
     )
     .await?;
-    get::serve(storage, project_of(&caller)?, &bucket, &key, headers, what).await
+    get::serve(storage, caller.project()?, &bucket, &key, headers, what).await
 }
 
 /// GET through a signed URL.
@@ -208,7 +207,7 @@ pub async fn signed_put(
         Scope::StorageWrite,
     )
     .await?;
-    let project_id = project_of(&caller)?;
+    let project_id = caller.project()?;
     let limits = caller.upload.clone().unwrap_or_default();
     put::store(
         &storage,

@@ -100,6 +100,20 @@ impl Caller {
         }
     }
 
+    /// Returns the project a key or token acts in, for the routes whose data belongs to a
+    /// project (buckets, topics, indexes).
+    ///
+    /// # Errors
+    ///
+    /// Returns `invalid_parameter` for the admin token, which belongs to no project.
+    pub fn project(&self) -> Result<&str, ApiError> {
+        self.project_id().ok_or_else(|| {
+            ApiError::InvalidParameter(
+                "the admin token belongs to no project; use a project key or token".into(),
+            )
+        })
+    }
+
     /// Returns the API key behind the credential; `None` for the admin.
     pub fn key_id(&self) -> Option<&str> {
         match &self.principal {

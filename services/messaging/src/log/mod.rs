@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use plinth_shared::ids::now_millis;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use self::record::{MAX_PAYLOAD, Record};
@@ -443,11 +444,6 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|err| LogError::Io(io::Error::other(err)))?
-}
-
-fn now_millis() -> i64 {
-    let now = time::OffsetDateTime::now_utc();
-    i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
