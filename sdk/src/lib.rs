@@ -13,13 +13,17 @@
 //! - `storage`: the storage API methods (buckets, uploads, downloads, listings, signed URLs),
 //!   also on [`Client`], with the [`PutOptions`] of an upload and the [`ObjectHead`] of a read.
 //! - `messaging`: the messaging API methods (topics, publish, partition reads, subscriptions,
-//!   pull, ack, nack, extend, seek) and [`Client::consume`], a consumer loop.
+//!   pull, ack, nack, extend, seek, dead letters, redrive, push attempts) and
+//!   [`Client::consume`], a consumer loop.
+//! - [`push`]: for a function behind a push subscription: verify a request's signature and
+//!   read its CloudEvent.
 
 mod builder;
 mod client;
 mod console;
 mod error;
 mod messaging;
+pub mod push;
 mod retry;
 mod storage;
 

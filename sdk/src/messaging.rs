@@ -9,9 +9,10 @@ use reqwest::Method;
 use url::Url;
 
 use plinth_types::messaging::{
-    CreateSubscription, CreateTopic, Delivery, LeaseRequest, LeaseResponse, OutgoingMessage,
-    PublishRequest, PublishResponse, Published, PullRequest, PullResponse, ReadResponse,
-    SeekRequest, Subscription, Topic, UpdateTopic,
+    CreateSubscription, CreateTopic, DeadLettersResponse, Delivery, LeaseRequest, LeaseResponse,
+    MessageRef, OutgoingMessage, PublishRequest, PublishResponse, Published, PullRequest,
+    PullResponse, PushAttemptsResponse, ReadResponse, RedriveRequest, RedriveResponse, SeekRequest,
+    Subscription, Topic, UpdateTopic,
 };
 
 use crate::client::Client;
@@ -316,6 +317,59 @@ impl Client {
         let url = self.messaging_url(&["subscriptions", subscription, "seek"])?;
         self.send_empty(self.request(Method::POST, url).json(to))
             .await
+    }
+
+    /// Lists a page of a subscription's dead letters (messages past their last attempt),
+    /// after the `next` of the previous page.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Api`] with `subscription_not_found` or `invalid_parameter`.
+    pub async fn dead_letters(
+        &self,
+        subscription: &str,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<DeadLettersResponse, Error> {
+        let url = self.messaging_url(&["subscriptions", subscription, "dead-letters"])?;
+        let mut query = Vec::new();
+        if let Some(after) = after {
+            query.push(("after", after.to_owned()));
+        }
+        if let Some(limit) = limit {
+            query.push(("limit", limit.to_string()));
+        }
+        self.send_json(self.request(Method::GET, url).query(&query))
+            .await
+    }
+
+    /// Delivers dead letters again with fresh attempts: those named, or all of them.
+    /// Returns how many are due again.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Api`] with `subscription_not_found` or `invalid_field`.
+    pub async fn redrive(
+        &self,
+        subscription: &str,
+        messages: Option<Vec<MessageRef>>,
+    ) -> Result<u64, Error> {
+        let url = self.messaging_url(&["subscriptions", subscription, "redrive"])?;
+        let body = RedriveRequest { messages };
+        let answer: RedriveResponse = self
+            .send_json(self.request(Method::POST, url).json(&body))
+            .await?;
+        Ok(answer.redriven)
+    }
+
+    /// The latest push attempts of a push subscription, newest first.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Api`] with `subscription_not_found`.
+    pub async fn push_attempts(&self, subscription: &str) -> Result<PushAttemptsResponse, Error> {
+        let url = self.messaging_url(&["subscriptions", subscription, "push-attempts"])?;
+        self.send_json(self.request(Method::GET, url)).await
     }
 
     /// Runs `handler` on every message of a subscription, `concurrency` at a time: pulls,

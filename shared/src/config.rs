@@ -130,6 +130,10 @@ pub struct Config {
     /// The embedded log starts a new segment file past this many bytes
     /// (`PLINTH_MESSAGING_SEGMENT_BYTES`); retention deletes whole segments.
     pub messaging_segment_bytes: u64,
+    /// Addresses and networks that push endpoints may reach although they are loopback,
+    /// private or link-local, such as `["10.1.0.0/16"]` for functions on the operator's own
+    /// network (`PLINTH_MESSAGING_PUSH_ALLOW`); none by default.
+    pub messaging_push_allow: Vec<String>,
     /// The operator's admin token (`PLINTH_ADMIN_TOKEN`); generated on first start if neither
     /// it nor `admin_token_file` is set.
     pub admin_token: Option<Secret>,
@@ -195,6 +199,7 @@ impl Default for Config {
             messaging_max_message_bytes: 256 * 1024,
             messaging_max_partitions: 64,
             messaging_segment_bytes: 64 * 1024 * 1024,
+            messaging_push_allow: Vec::new(),
             admin_token: None,
             admin_token_file: None,
             master_key: None,
@@ -325,6 +330,7 @@ impl Config {
                 reason: "must be at least 4096".into(),
             });
         }
+        self.messaging_push_allow()?;
         if !(1..=1024).contains(&self.messaging_max_partitions) {
             return Err(ConfigError::Value {
                 key: "messaging_max_partitions",
@@ -434,6 +440,26 @@ impl Config {
         Err(invalid(
             "must be file://DIR or kafka://HOST:PORT[,HOST:PORT]",
         ))
+    }
+
+    /// Returns the networks of `messaging_push_allow`; a bare address is a network of one.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error naming `messaging_push_allow` for an entry that is neither.
+    pub fn messaging_push_allow(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.messaging_push_allow
+            .iter()
+            .map(|entry| {
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| ConfigError::Value {
+                        key: "messaging_push_allow",
+                        reason: format!("`{entry}` is not an address or a network"),
+                    })
+            })
+            .collect()
     }
 
     /// Returns the S3 secret key, read from its file if need be.
@@ -698,6 +724,23 @@ mod tests {
             assert_eq!(config.token_ttl, Duration::from_secs(900));
             Ok(())
         });
+    }
+
+    #[test]
+    fn push_allow_entries_are_addresses_or_networks() {
+        let with = |entries: &[&str]| Config {
+            messaging_push_allow: entries.iter().map(|e| (*e).to_owned()).collect(),
+            ..Config::default()
+        };
+        let allowed = with(&["127.0.0.1", "10.1.0.0/16", "::1"])
+            .messaging_push_allow()
+            .unwrap();
+        let as_text: Vec<String> = allowed.iter().map(ToString::to_string).collect();
+        assert_eq!(as_text, ["127.0.0.1/32", "10.1.0.0/16", "::1/128"]);
+        for bad in ["localhost", "10.1.0.0/33", ""] {
+            let err = with(&[bad]).validate().unwrap_err().to_string();
+            assert!(err.contains("messaging_push_allow"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -57,6 +57,12 @@ pub enum ApiError {
     SubscriptionNotFound(String),
     #[error("a subscription named `{0}` already exists in the project")]
     SubscriptionNameTaken(String),
+    #[error("invalid push endpoint: {0}")]
+    InvalidPushEndpoint(String),
+    #[error("push endpoint refused: {0}")]
+    PushEndpointForbidden(String),
+    #[error("subscription `{0}` pushes its messages; it cannot be pulled or streamed")]
+    SubscriptionIsPush(String),
     #[error("topic `{0}` not found")]
     TopicNotFound(String),
     #[error("topic `{topic}` has no partition {partition}")]
@@ -163,6 +169,9 @@ impl ApiError {
             ApiError::InvalidSubscriptionName(_) => ErrorCode::InvalidSubscriptionName,
             ApiError::SubscriptionNotFound(_) => ErrorCode::SubscriptionNotFound,
             ApiError::SubscriptionNameTaken(_) => ErrorCode::SubscriptionNameTaken,
+            ApiError::InvalidPushEndpoint(_) => ErrorCode::InvalidPushEndpoint,
+            ApiError::PushEndpointForbidden(_) => ErrorCode::PushEndpointForbidden,
+            ApiError::SubscriptionIsPush(_) => ErrorCode::SubscriptionIsPush,
             ApiError::TopicNotFound(_) => ErrorCode::TopicNotFound,
             ApiError::PartitionNotFound { .. } => ErrorCode::PartitionNotFound,
             ApiError::TopicNameTaken(_) => ErrorCode::TopicNameTaken,

@@ -79,6 +79,11 @@ error_codes! {
     InvalidTopicName = ("invalid_topic_name", 400),
     /// A subscription name breaks the naming rules (those of topic names).
     InvalidSubscriptionName = ("invalid_subscription_name", 400),
+    /// A push endpoint that is not an `http` or `https` URL, or whose host does not resolve.
+    InvalidPushEndpoint = ("invalid_push_endpoint", 400),
+    /// A push endpoint that reaches a loopback, private, link-local or metadata address the
+    /// operator has not allowed.
+    PushEndpointForbidden = ("push_endpoint_forbidden", 400),
     /// A message has no value or two, bad base64, a bad key or header, or a bad delay.
     InvalidMessage = ("invalid_message", 400),
     /// An offset or time lies outside what the partition holds.
@@ -144,6 +149,8 @@ error_codes! {
     BucketNotEmpty = ("bucket_not_empty", 409),
     /// The project already has a subscription of this name.
     SubscriptionNameTaken = ("subscription_name_taken", 409),
+    /// A push subscription delivers by itself; it cannot be pulled or streamed.
+    SubscriptionIsPush = ("subscription_is_push", 409),
     /// The project already has a topic of this name.
     TopicNameTaken = ("topic_name_taken", 409),
     /// The object is larger than the bucket's or project's largest object.

@@ -224,6 +224,36 @@ pub struct CreateSubscription {
     /// The longest a retry waits.
     #[serde(default)]
     pub retry_backoff_max_seconds: Option<u64>,
+    /// Deliver by HTTP to an endpoint instead of waiting for pulls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<PushConfig>,
+}
+
+/// Where a push subscription delivers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PushConfig {
+    /// An `http` or `https` URL. Hosts that resolve to loopback, private, link-local or
+    /// cloud metadata addresses are refused unless the operator allows them.
+    pub endpoint: String,
+    /// Most deliveries in flight at once (1 to 256; 16 when absent).
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+}
+
+/// How a push subscription delivers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Push {
+    /// The endpoint every message is sent to, as a CloudEvent in binary mode.
+    pub endpoint: String,
+    /// Most deliveries in flight at once.
+    pub max_concurrency: u32,
+    /// The key of the `plinth-signature` header (HMAC-SHA256 of `{timestamp}.{body}`). Only
+    /// the answer to the create shows it: keep it with the function.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 /// A subscription: a named consumer group on a topic.
@@ -244,6 +274,9 @@ pub struct Subscription {
     pub retry_backoff_min_seconds: u64,
     /// The longest retry wait, in seconds.
     pub retry_backoff_max_seconds: u64,
+    /// Push delivery, for a push subscription.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<Push>,
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -324,4 +357,86 @@ pub struct SeekRequest {
     /// ...to this offset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
+}
+
+/// One push delivery attempt, as the delivery log keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PushAttempt {
+    /// When the request was sent.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The message's partition.
+    pub partition: u32,
+    /// The message's offset.
+    pub offset: u64,
+    /// Which delivery of the message it was, from 1.
+    pub attempt: u32,
+    /// The endpoint's HTTP status, when it answered.
+    pub status: Option<u16>,
+    /// From sending the request to the end of the answer, in milliseconds.
+    pub latency_ms: u64,
+    /// Why the attempt failed, when it did (a status other than 2xx, a timeout, a refused
+    /// connection).
+    pub error: Option<String>,
+}
+
+/// Answer to `GET /messaging/v1/subscriptions/{subscription}/push-attempts`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PushAttemptsResponse {
+    /// The latest attempts, newest first.
+    pub attempts: Vec<PushAttempt>,
+}
+
+/// A message that used up its delivery attempts, kept with its payload until redriven.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeadLetter {
+    /// How often it was delivered.
+    pub attempts: u32,
+    /// When it was dead-lettered.
+    #[serde(with = "time::serde::rfc3339")]
+    pub dead_at: OffsetDateTime,
+    /// The message, as it was published.
+    pub message: Message,
+}
+
+/// Answer to `GET /messaging/v1/subscriptions/{subscription}/dead-letters`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeadLettersResponse {
+    /// Dead letters by partition and offset.
+    pub dead_letters: Vec<DeadLetter>,
+    /// Pass as `after` for the next page; absent on the last.
+    pub next: Option<String>,
+}
+
+/// A message's place in a topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct MessageRef {
+    /// The partition.
+    pub partition: u32,
+    /// The offset.
+    pub offset: u64,
+}
+
+/// Body of `POST /messaging/v1/subscriptions/{subscription}/redrive`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RedriveRequest {
+    /// The dead letters to deliver again (up to 1000); every one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<MessageRef>>,
+}
+
+/// Answer to a redrive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RedriveResponse {
+    /// How many dead letters are due for delivery again.
+    pub redriven: u64,
 }

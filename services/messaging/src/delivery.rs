@@ -2,18 +2,24 @@
 //!
 //! Every message a subscription has fetched from the log and not yet passed with its
 //! committed offset has a row in `subscription_messages`: waiting (delayed, or nacked until
-//! a retry time), leased (until the lease ends), or acknowledged. A pull first takes rows that
-//! are due (a retry time reached, a lease ended), then fetches new messages from the log at
-//! the subscription's cursor. An ack moves the committed offset past every acknowledged
-//! message in a row and deletes their rows.
+//! a retry time), leased (until the lease ends), acknowledged, or dead. A pull first takes
+//! rows that are due (a retry time reached, a lease ended), then fetches new messages from
+//! the log at the subscription's cursor. An ack moves the committed offset past every
+//! acknowledged or dead message in a row and deletes the acknowledged rows.
+//!
+//! A message past its last attempt is dead: its row stays, with the payload, until it is
+//! redriven (back to waiting, attempts from zero, read from the row rather than the log,
+//! which may no longer hold it) or the subscription is deleted. A copy goes to the
+//! subscription's dead-letter topic, if it has one.
 //!
 //! Every change of a row is conditional on the state it was read in, so an ack racing a
 //! redelivery, or two replicas' pulls, settle each message once; the loser sees its lease as
 //! expired. The in-memory cursor only moves once the rows it covers have committed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use plinth_shared::ApiError;
 use plinth_shared::ids::{now_millis, random_hex};
 use plinth_types::messaging::Delivery;
@@ -26,9 +32,10 @@ use crate::publish::{append_stored, to_wire};
 use crate::subscriptions::SubscriptionRow;
 use crate::{Messaging, log_error};
 
-const WAITING: i64 = 0;
+pub(crate) const WAITING: i64 = 0;
 const LEASED: i64 = 1;
 const ACKED: i64 = 2;
+pub(crate) const DEAD: i64 = 3;
 
 /// Per subscription, the next offset to fetch from each partition's log. Kept in memory and
 /// rebuilt from the rows on first use; a pull holds its subscription's entry, so two pulls
@@ -146,6 +153,29 @@ async fn change(
     Ok(changed.rows_affected() == 1)
 }
 
+/// Marks a message dead, keeping its payload; false when something else changed its row
+/// first.
+async fn bury(tx: &mut AnyConnection, at: At<'_>, was: Was, f: &Fetched) -> Result<bool, ApiError> {
+    let changed = sqlx::query(
+        "UPDATE subscription_messages SET state = $1, visible_at = $2, lease_id = NULL, \
+         payload = $3, published_at = $4 WHERE subscription_id = $5 AND partition_no = $6 \
+         AND offset_no = $7 AND state = $8 AND attempts = $9 AND visible_at = $10",
+    )
+    .bind(DEAD)
+    .bind(now_millis())
+    .bind(f.message.encode().to_vec())
+    .bind(f.timestamp)
+    .bind(at.subscription)
+    .bind(i64::from(at.partition))
+    .bind(at.offset as i64)
+    .bind(was.state)
+    .bind(i64::from(was.attempts))
+    .bind(was.visible_at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(changed.rows_affected() == 1)
+}
+
 /// Reads where each partition's fetching stands: past the last message with a row, or at
 /// the committed offset.
 async fn load_cursors(
@@ -198,13 +228,36 @@ impl Fetched {
     }
 }
 
-/// Takes up to `max` deliverable messages and leases them, with the bytes of their values;
-/// moves messages past their last attempt to the dead-letter topic.
+/// A message leased for delivery.
+#[derive(Debug)]
+pub(crate) struct Taken {
+    pub(crate) lease_id: String,
+    pub(crate) attempt: u32,
+    pub(crate) partition: u32,
+    pub(crate) offset: u64,
+    /// When it was published, in milliseconds since the epoch.
+    pub(crate) timestamp: i64,
+    pub(crate) message: StoredMessage,
+}
+
+impl Taken {
+    /// The delivery as the API shows it.
+    pub(crate) fn into_delivery(self) -> Result<Delivery, ApiError> {
+        Ok(Delivery {
+            lease_id: self.lease_id,
+            attempt: self.attempt,
+            message: to_wire(self.partition, self.offset, self.timestamp, self.message)?,
+        })
+    }
+}
+
+/// Takes up to `max` deliverable messages and leases them; marks messages past their last
+/// attempt dead (and copies them to the dead-letter topic).
 pub(crate) async fn take(
     messaging: &Messaging,
     sub: &SubscriptionRow,
     max: usize,
-) -> Result<(Vec<Delivery>, u64), ApiError> {
+) -> Result<Vec<Taken>, ApiError> {
     let entry = messaging.deliveries.entry(&sub.id);
     let mut cursors = entry.lock().await;
     let now = now_millis();
@@ -219,22 +272,20 @@ pub(crate) async fn take(
     let (fresh, delayed, starts) =
         new_messages(messaging, sub, &mut working, now, max - due.len()).await?;
 
-    // Past its last attempt, a message goes to the dead-letter topic (with where it came
-    // from and how often it was tried) instead of out again; with no such topic it is
-    // retried for as long as the log keeps it.
+    // Past its last attempt, a message is dead instead of out again; a copy goes to the
+    // dead-letter topic, with where it came from and how often it was tried.
     let max_attempts = sub.subscription.max_delivery_attempts;
     let (dead, live): (Vec<_>, Vec<_>) = due
         .into_iter()
         .chain(fresh)
-        .partition(|f| sub.dead_letter.is_some() && f.attempts() >= max_attempts);
+        .partition(|f| f.attempts() >= max_attempts);
     if let (Some(dead_letter), false) = (&sub.dead_letter, dead.is_empty()) {
         let messages = dead.iter().map(|f| dead_letter_copy(sub, f)).collect();
         append_stored(messaging, dead_letter, messages).await?;
     }
 
     let deadline = now + (sub.subscription.ack_deadline_seconds * 1000) as i64;
-    let mut deliveries = Vec::with_capacity(live.len());
-    let mut bytes = 0;
+    let mut taken = Vec::with_capacity(live.len());
     let mut settled = BTreeSet::new();
     let mut tx = messaging.shared.store().begin().await?;
     let acked = |attempts| Now {
@@ -250,7 +301,7 @@ pub(crate) async fn take(
             offset: f.offset,
         };
         if let Some(was) = f.was {
-            change(&mut tx, at, was, acked(f.attempts())).await?;
+            bury(&mut tx, at, was, f).await?;
         }
         settled.insert(f.partition);
     }
@@ -306,22 +357,24 @@ pub(crate) async fn take(
         };
         // Settled or taken by someone else since it was read: not delivered here.
         if won {
-            bytes += f.message.value.len() as u64;
-            deliveries.push(Delivery {
+            taken.push(Taken {
                 lease_id: lease,
                 attempt,
-                message: to_wire(f.partition, f.offset, f.timestamp, f.message)?,
+                partition: f.partition,
+                offset: f.offset,
+                timestamp: f.timestamp,
+                message: f.message,
             });
         }
     }
     for partition in settled {
         let start = starts.get(partition as usize).copied().unwrap_or(0);
-        advance_committed(&mut tx, &sub.id, partition, start).await?;
+        advance_committed(&mut tx, &sub.id, partition, start, false).await?;
     }
     tx.commit().await?;
     // Only now do the rows exist that the moved cursor relies on.
     *cursors = Some(working);
-    Ok((deliveries, bytes))
+    Ok(taken)
 }
 
 /// Messages whose retry time or lease end has come, read back from the log; and those the
@@ -333,9 +386,9 @@ async fn due_messages(
     max: usize,
 ) -> Result<(Vec<Fetched>, Vec<(u32, u64, Was)>), ApiError> {
     let rows = sqlx::query(
-        "SELECT partition_no, offset_no, state, attempts, visible_at FROM subscription_messages \
-         WHERE subscription_id = $1 AND state < $2 AND visible_at <= $3 \
-         ORDER BY visible_at, partition_no, offset_no LIMIT $4",
+        "SELECT partition_no, offset_no, state, attempts, visible_at, payload, published_at \
+         FROM subscription_messages WHERE subscription_id = $1 AND state < $2 \
+         AND visible_at <= $3 ORDER BY visible_at, partition_no, offset_no LIMIT $4",
     )
     .bind(&sub.id)
     .bind(ACKED)
@@ -353,6 +406,18 @@ async fn due_messages(
             attempts: row.try_get::<i64, _>("attempts")? as u32,
             visible_at: row.try_get("visible_at")?,
         };
+        // A redriven dead letter brings its own payload.
+        if let Some(payload) = row.try_get::<Option<Vec<u8>>, _>("payload")? {
+            due.push(Fetched {
+                partition,
+                offset,
+                was: Some(was),
+                timestamp: row.try_get::<Option<i64>, _>("published_at")?.unwrap_or(0),
+                message: StoredMessage::decode(&Bytes::from(payload))
+                    .map_err(ApiError::internal)?,
+            });
+            continue;
+        }
         let log = messaging
             .logs
             .partition(&sub.topic.id, partition)
@@ -449,13 +514,16 @@ fn dead_letter_copy(sub: &SubscriptionRow, f: &Fetched) -> StoredMessage {
     message
 }
 
-/// Moves a partition's committed offset past every acknowledged message in a row (and past
-/// what retention removed, `start`), and deletes their rows.
+/// Moves a partition's committed offset past every acknowledged or dead message in a row
+/// (and past what retention removed, `start`), and deletes the acknowledged rows below it:
+/// also those of redriven messages that lay below it already, when `below` says that some
+/// were acknowledged.
 async fn advance_committed(
     tx: &mut AnyConnection,
     subscription_id: &str,
     partition: u32,
     start: u64,
+    below: bool,
 ) -> Result<(), ApiError> {
     let committed: i64 = sqlx::query(
         "SELECT committed FROM subscription_offsets WHERE subscription_id = $1 AND partition_no = $2",
@@ -479,9 +547,8 @@ async fn advance_committed(
         let fetched = rows.len();
         let before = next;
         for row in rows {
-            if row.try_get::<i64, _>("offset_no")? != next
-                || row.try_get::<i64, _>("state")? != ACKED
-            {
+            let state = row.try_get::<i64, _>("state")?;
+            if row.try_get::<i64, _>("offset_no")? != next || (state != ACKED && state != DEAD) {
                 break;
             }
             next += 1;
@@ -490,18 +557,22 @@ async fn advance_committed(
             break;
         }
     }
-    if next == committed {
+    if next == committed && !below {
         return Ok(());
     }
     sqlx::query(
         "DELETE FROM subscription_messages WHERE subscription_id = $1 AND partition_no = $2 \
-         AND offset_no < $3",
+         AND offset_no < $3 AND state = $4",
     )
     .bind(subscription_id)
     .bind(i64::from(partition))
     .bind(next)
+    .bind(ACKED)
     .execute(&mut *tx)
     .await?;
+    if next == committed {
+        return Ok(());
+    }
     sqlx::query(
         "UPDATE subscription_offsets SET committed = $1 WHERE subscription_id = $2 \
          AND partition_no = $3",
@@ -538,7 +609,7 @@ pub(crate) async fn settle(
 ) -> Result<Vec<String>, ApiError> {
     let now = now_millis();
     let mut expired = Vec::new();
-    let mut acked = BTreeSet::new();
+    let mut acked = BTreeMap::new();
     let mut tx = messaging.shared.store().begin().await?;
     for lease in leases {
         let Some((partition, offset)) = parse_lease(lease) else {
@@ -551,7 +622,8 @@ pub(crate) async fn settle(
             offset,
         };
         let found = sqlx::query(
-            "SELECT attempts, visible_at FROM subscription_messages WHERE subscription_id = $1 \
+            "SELECT attempts, visible_at, published_at FROM subscription_messages \
+             WHERE subscription_id = $1 \
              AND partition_no = $2 AND offset_no = $3 AND lease_id = $4 AND state = $5 \
              AND visible_at > $6",
         )
@@ -596,16 +668,18 @@ pub(crate) async fn settle(
         if !change(&mut tx, at, was, next).await? {
             expired.push(lease.clone());
         } else if matches!(how, Settle::Ack) {
-            acked.insert(partition);
+            // Only a redriven dead letter keeps its publication time in its row.
+            let redriven = found.try_get::<Option<i64>, _>("published_at")?.is_some();
+            *acked.entry(partition).or_insert(false) |= redriven;
         }
     }
-    for partition in acked {
+    for (partition, redriven) in acked {
         let log = messaging
             .logs
             .partition(&sub.topic.id, partition)
             .await
             .map_err(log_error)?;
-        advance_committed(&mut tx, &sub.id, partition, log.start()).await?;
+        advance_committed(&mut tx, &sub.id, partition, log.start(), redriven).await?;
     }
     tx.commit().await?;
     Ok(expired)

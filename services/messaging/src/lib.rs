@@ -7,15 +7,16 @@
 //! - [`message`]: how a message is stored as a log record's payload.
 //! - [`topics`], [`publish`], [`subscriptions`]: the HTTP routes.
 //! - [`delivery`]: the delivery state of subscriptions (leases, acks, nacks, redelivery, dead
-//!   letters); [`pull`] and [`seek`] are its routes.
+//!   letters); [`pull`], [`seek`] and [`dead_letters`] are its routes, and [`push`] delivers
+//!   push subscriptions' messages to their endpoints.
 //!
 //! A topic is a row in the metadata store; its messages live in the message log. A publish
 //! answers once its messages are durable; a reader only ever sees durable messages.
 //!
-//! Still to come, all part of issue #4: push and stream delivery, redrive, producer
-//! deduplication, bucket notifications, the Kafka
-//! backend, and the messaging quotas beyond the topic count.
+//! Still to come, all part of issue #4: stream delivery, producer deduplication, bucket
+//! notifications and the Kafka backend.
 
+pub mod dead_letters;
 pub mod delivery;
 pub mod log;
 pub mod logs;
@@ -23,13 +24,14 @@ pub mod message;
 pub mod names;
 pub mod publish;
 pub mod pull;
+pub mod push;
 mod retention;
 pub mod seek;
 pub mod subscriptions;
 pub mod topics;
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Weak};
 
 use axum::extract::FromRef;
 use plinth_shared::Shared;
@@ -50,6 +52,32 @@ pub struct Messaging {
     round_robin: Arc<AtomicU64>,
     /// Where each subscription's fetching stands.
     deliveries: Arc<delivery::Deliveries>,
+    /// Push delivery's client and workers.
+    push: Arc<push::Pusher>,
+}
+
+/// The service as its background tasks hold it: without keeping the message log open, so
+/// that dropping the service closes it (and frees its lock) and ends the tasks.
+#[derive(Clone, Debug)]
+pub(crate) struct Background {
+    shared: Shared,
+    logs: Weak<FileLogs>,
+    round_robin: Arc<AtomicU64>,
+    deliveries: Arc<delivery::Deliveries>,
+    push: Arc<push::Pusher>,
+}
+
+impl Background {
+    /// The service, while it is still open.
+    pub(crate) fn upgrade(&self) -> Option<Messaging> {
+        Some(Messaging {
+            shared: self.shared.clone(),
+            logs: self.logs.upgrade()?,
+            round_robin: self.round_robin.clone(),
+            deliveries: self.deliveries.clone(),
+            push: self.push.clone(),
+        })
+    }
 }
 
 impl FromRef<Messaging> for Shared {
@@ -83,17 +111,37 @@ impl Messaging {
                 ));
             }
         };
+        let guard = push::guard::Guard::new(
+            shared
+                .config()
+                .messaging_push_allow()
+                .map_err(std::io::Error::other)?,
+        );
+        let pusher = push::Pusher::new(guard).map_err(std::io::Error::other)?;
         let messaging = Messaging {
             shared,
             logs: Arc::new(logs),
             round_robin: Arc::new(AtomicU64::new(0)),
             deliveries: Arc::default(),
+            push: Arc::new(pusher),
         };
         tokio::spawn(retention::sweep(
             messaging.shared.clone(),
             Arc::downgrade(&messaging.logs),
         ));
+        tokio::spawn(push::supervise(messaging.background()));
         Ok(messaging)
+    }
+
+    /// The service for a background task to hold.
+    pub(crate) fn background(&self) -> Background {
+        Background {
+            shared: self.shared.clone(),
+            logs: Arc::downgrade(&self.logs),
+            round_robin: self.round_robin.clone(),
+            deliveries: self.deliveries.clone(),
+            push: self.push.clone(),
+        }
     }
 }
 
@@ -140,7 +188,10 @@ pub fn router(messaging: Messaging) -> OpenApiRouter {
         .routes(routes!(pull::ack))
         .routes(routes!(pull::nack))
         .routes(routes!(pull::extend))
-        .routes(routes!(seek::seek));
+        .routes(routes!(seek::seek))
+        .routes(routes!(dead_letters::list_dead_letters))
+        .routes(routes!(dead_letters::redrive))
+        .routes(routes!(push::list_attempts));
     OpenApiRouter::with_openapi(MessagingDoc::openapi())
         .nest("/messaging/v1", v1)
         .with_state(messaging)

@@ -10,7 +10,7 @@ use plinth_shared::extract::{Json, Path};
 use plinth_types::ErrorBody;
 use plinth_types::messaging::{LeaseRequest, LeaseResponse, PullRequest, PullResponse};
 
-use crate::delivery::{Settle, settle, take};
+use crate::delivery::{Settle, Taken, settle, take};
 use crate::subscriptions::{MAX_DEADLINE_SECONDS, SubscriptionRow, authorized_subscription};
 use crate::{Messaging, log_error};
 
@@ -37,6 +37,9 @@ pub async fn pull(
     Json(body): Json<PullRequest>,
 ) -> Result<Json<PullResponse>, ApiError> {
     let sub = authorized_subscription(&messaging, &caller, &subscription).await?;
+    if sub.subscription.push.is_some() {
+        return Err(ApiError::SubscriptionIsPush(sub.subscription.name));
+    }
     let max = body.max_messages.unwrap_or(10);
     if !(1..=MAX_PULL).contains(&max) {
         return Err(ApiError::InvalidField {
@@ -67,8 +70,13 @@ pub async fn pull(
         watches.push(log.watch());
     }
     loop {
-        let (deliveries, bytes) = take(&messaging, &sub, max).await?;
-        if !deliveries.is_empty() || tokio::time::Instant::now() >= until {
+        let taken = take(&messaging, &sub, max).await?;
+        if !taken.is_empty() || tokio::time::Instant::now() >= until {
+            let bytes = taken.iter().map(|t| t.message.value.len() as u64).sum();
+            let deliveries = taken
+                .into_iter()
+                .map(Taken::into_delivery)
+                .collect::<Result<Vec<_>, _>>()?;
             if let Some(project_id) = caller.project_id() {
                 messaging.shared.usage().record(
                     project_id,

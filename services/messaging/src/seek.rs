@@ -86,11 +86,15 @@ pub async fn seek(
     let mut cursors = entry.lock().await;
     let mut tx = messaging.shared.store().begin().await?;
     for &(partition, offset) in &targets {
+        // Dead letters (and redriven ones) before the target keep their rows and payloads;
+        // those from it on will be delivered afresh from the log.
         sqlx::query(
-            "DELETE FROM subscription_messages WHERE subscription_id = $1 AND partition_no = $2",
+            "DELETE FROM subscription_messages WHERE subscription_id = $1 AND partition_no = $2 \
+             AND (published_at IS NULL OR offset_no >= $3)",
         )
         .bind(&sub.id)
         .bind(i64::from(partition))
+        .bind(offset as i64)
         .execute(&mut *tx)
         .await?;
         sqlx::query("UPDATE subscription_offsets SET committed = $1 WHERE subscription_id = $2 AND partition_no = $3")

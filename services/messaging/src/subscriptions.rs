@@ -6,9 +6,9 @@ use axum::http::StatusCode;
 use plinth_shared::ApiError;
 use plinth_shared::auth::Caller;
 use plinth_shared::extract::{Json, Path};
-use plinth_shared::ids::{from_millis, new_id, now_millis};
+use plinth_shared::ids::{from_millis, new_id, now_millis, random_hex};
 use plinth_shared::store::is_unique_violation;
-use plinth_types::messaging::{CreateSubscription, StartPosition, Subscription};
+use plinth_types::messaging::{CreateSubscription, Push, StartPosition, Subscription};
 use plinth_types::{ErrorBody, Scope};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -25,10 +25,14 @@ pub(crate) const MAX_DEADLINE_SECONDS: u64 = 600;
 pub struct SubscriptionRow {
     /// Internal id.
     pub id: String,
+    /// The project it belongs to.
+    pub project_id: String,
     /// The topic read.
     pub topic: TopicRow,
     /// The dead-letter topic, if any.
     pub dead_letter: Option<TopicRow>,
+    /// A push subscription's signing secret.
+    pub push_secret: Option<String>,
     /// The public description.
     pub subscription: Subscription,
 }
@@ -44,9 +48,9 @@ impl SubscriptionRow {
     }
 }
 
-const COLUMNS: &str = "s.id, s.name, s.topic_id, s.dead_letter_topic_id, \
+const COLUMNS: &str = "s.id, s.project_id, s.name, s.topic_id, s.dead_letter_topic_id, \
      s.ack_deadline_seconds, s.max_delivery_attempts, s.backoff_min_ms, s.backoff_max_ms, \
-     s.created_at";
+     s.push_endpoint, s.push_secret, s.push_concurrency, s.created_at";
 
 async fn from_row(conn: &mut AnyConnection, row: &AnyRow) -> Result<SubscriptionRow, ApiError> {
     let topic = get_topic_by_id(conn, &row.try_get::<String, _>("topic_id")?).await?;
@@ -57,8 +61,20 @@ async fn from_row(conn: &mut AnyConnection, row: &AnyRow) -> Result<Subscription
     let seconds = |column: &str| -> Result<u64, ApiError> {
         Ok(row.try_get::<i64, _>(column)?.max(0) as u64)
     };
+    let push = match row.try_get::<Option<String>, _>("push_endpoint")? {
+        Some(endpoint) => Some(Push {
+            endpoint,
+            secret: None,
+            max_concurrency: row
+                .try_get::<Option<i64>, _>("push_concurrency")?
+                .unwrap_or(1)
+                .max(1) as u32,
+        }),
+        None => None,
+    };
     Ok(SubscriptionRow {
         id: row.try_get("id")?,
+        project_id: row.try_get("project_id")?,
         subscription: Subscription {
             name: row.try_get("name")?,
             topic: topic.topic.name.clone(),
@@ -67,10 +83,12 @@ async fn from_row(conn: &mut AnyConnection, row: &AnyRow) -> Result<Subscription
             dead_letter_topic: dead_letter.as_ref().map(|t| t.topic.name.clone()),
             retry_backoff_min_seconds: seconds("backoff_min_ms")? / 1000,
             retry_backoff_max_seconds: seconds("backoff_max_ms")? / 1000,
+            push,
             created_at: from_millis(row.try_get("created_at")?),
         },
         topic,
         dead_letter,
+        push_secret: row.try_get("push_secret")?,
     })
 }
 
@@ -95,6 +113,34 @@ pub async fn get_subscription_row(
     from_row(conn, &row).await
 }
 
+/// Reads a subscription by its internal id, if it still exists.
+pub(crate) async fn get_subscription_by_id(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Option<SubscriptionRow>, ApiError> {
+    let sql = format!("SELECT {COLUMNS} FROM subscriptions s WHERE s.id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match row {
+        Some(row) => Ok(Some(from_row(conn, &row).await?)),
+        None => Ok(None),
+    }
+}
+
+/// The internal ids of every push subscription, of every project.
+pub(crate) async fn push_subscription_ids(
+    conn: &mut AnyConnection,
+) -> Result<Vec<String>, ApiError> {
+    let rows = sqlx::query("SELECT id FROM subscriptions WHERE push_endpoint IS NOT NULL")
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|row| Ok(row.try_get::<String, _>("id")?))
+        .collect()
+}
+
 /// Looks a subscription up for a caller who must be allowed to consume its topic.
 pub(crate) async fn authorized_subscription(
     messaging: &Messaging,
@@ -111,6 +157,11 @@ pub(crate) async fn authorized_subscription(
         &format!("topic:{}", row.topic.topic.name),
     )?;
     Ok(row)
+}
+
+/// A push subscription's signing secret: 32 random bytes.
+fn new_push_secret() -> String {
+    format!("whsec_{}", random_hex(32))
 }
 
 fn bounded(
@@ -189,6 +240,23 @@ pub async fn create_subscription(
         "retry_backoff_max_seconds",
         backoff_min..=86_400,
     )?;
+    let push = match &body.push {
+        Some(push) => {
+            let concurrency = bounded(
+                push.max_concurrency.map(u64::from),
+                16,
+                "push.max_concurrency",
+                1..=256,
+            )?;
+            let endpoint = messaging
+                .push
+                .guard()
+                .check_endpoint(&push.endpoint)
+                .await?;
+            Some((endpoint.to_string(), new_push_secret(), concurrency as i64))
+        }
+        None => None,
+    };
 
     let mut conn = messaging.shared.store().pool().acquire().await?;
     let topic_row = get_topic_row(&mut conn, project_id, &topic).await?;
@@ -226,7 +294,8 @@ pub async fn create_subscription(
     let inserted = sqlx::query(
         "INSERT INTO subscriptions (id, project_id, topic_id, name, ack_deadline_seconds, \
          max_delivery_attempts, dead_letter_topic_id, backoff_min_ms, backoff_max_ms, \
-         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+         push_endpoint, push_secret, push_concurrency, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)",
     )
     .bind(&id)
     .bind(project_id)
@@ -237,6 +306,9 @@ pub async fn create_subscription(
     .bind(dead_letter.as_ref().map(|t| t.id.clone()))
     .bind((backoff_min * 1000) as i64)
     .bind((backoff_max * 1000) as i64)
+    .bind(push.as_ref().map(|p| p.0.clone()))
+    .bind(push.as_ref().map(|p| p.1.clone()))
+    .bind(push.as_ref().map(|p| p.2))
     .bind(now_millis())
     .execute(&mut *tx)
     .await;
@@ -257,9 +329,15 @@ pub async fn create_subscription(
         .execute(&mut *tx)
         .await?;
     }
-    let row = get_subscription_row(&mut tx, project_id, &name).await?;
+    let mut row = get_subscription_row(&mut tx, project_id, &name).await?;
     tx.commit().await?;
+    if let Some(push) = &mut row.subscription.push {
+        push.secret = row.push_secret.clone();
+    }
 
+    if push.is_some() {
+        messaging.push.wake();
+    }
     tracing::info!(project_id, subscription = %name.as_str(), topic = %topic.as_str(), "subscription created");
     Ok((StatusCode::CREATED, Json(row.subscription)))
 }

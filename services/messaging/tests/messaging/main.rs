@@ -4,5 +4,6 @@
 mod common;
 
 mod publish;
+mod push;
 mod subscriptions;
 mod topics;

@@ -282,6 +282,109 @@ async fn a_message_past_its_last_attempt_goes_to_the_dead_letter_topic(backend: 
     assert_eq!(message["headers"]["plinth-dead-letter-offset"], "0");
 }
 
+async fn dead_letters_are_kept_listed_and_redriven(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let key = subscribed(
+        &server,
+        "redrive",
+        "jobs",
+        json!({"max_delivery_attempts": 1, "ack_deadline_seconds": 30}),
+    )
+    .await;
+    publish(
+        &server,
+        &key,
+        "jobs",
+        json!([{"value": 0}, {"value": 1}, {"value": 2}]),
+    )
+    .await;
+    let got = pull(&server, &key, "jobs-sub", 10, 0).await;
+    assert_eq!(values(&got), [json!(0), json!(1), json!(2)]);
+    settle(
+        &server,
+        &key,
+        "jobs-sub",
+        "ack",
+        &[&got[1]["lease_id"]],
+        None,
+    )
+    .await;
+    let failed = [&got[0]["lease_id"], &got[2]["lease_id"]];
+    settle(&server, &key, "jobs-sub", "nack", &failed, Some(0)).await;
+    assert!(pull(&server, &key, "jobs-sub", 10, 0).await.is_empty());
+
+    // Listed page by page, and kept across a restart.
+    let server = server.restart().await;
+    let path = "/subscriptions/jobs-sub/dead-letters";
+    let first = server
+        .ok(&key, Method::GET, &format!("{path}?limit=1"), None)
+        .await;
+    assert_eq!(first["dead_letters"].as_array().unwrap().len(), 1);
+    assert_eq!(first["dead_letters"][0]["message"]["value"], 0);
+    assert_eq!(first["dead_letters"][0]["attempts"], 1);
+    let next = first["next"].as_str().unwrap();
+    let second = server
+        .ok(
+            &key,
+            Method::GET,
+            &format!("{path}?limit=1&after={next}"),
+            None,
+        )
+        .await;
+    assert_eq!(second["dead_letters"][0]["message"]["value"], 2);
+    assert!(second["next"].is_null(), "{second}");
+    let refused = server
+        .refused(&key, Method::GET, &format!("{path}?after=x"), None)
+        .await;
+    assert_eq!(refused.1, "invalid_parameter");
+
+    // Redrive one: delivered again from its first attempt; the other stays dead.
+    let redrive =
+        json!({"messages": [{"partition": 0, "offset": 2}, {"partition": 0, "offset": 1}]});
+    let redriven = server
+        .ok(
+            &key,
+            Method::POST,
+            "/subscriptions/jobs-sub/redrive",
+            Some(redrive),
+        )
+        .await;
+    assert_eq!(
+        redriven["redriven"], 1,
+        "offset 1 was acknowledged, not dead"
+    );
+    let again = pull(&server, &key, "jobs-sub", 10, 0).await;
+    assert_eq!(values(&again), [json!(2)]);
+    assert_eq!(again[0]["attempt"], 1);
+    settle(
+        &server,
+        &key,
+        "jobs-sub",
+        "ack",
+        &[&again[0]["lease_id"]],
+        None,
+    )
+    .await;
+    let left = server.ok(&key, Method::GET, path, None).await;
+    let left = left["dead_letters"].as_array().unwrap().clone();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["message"]["offset"], 0);
+
+    // The subscription moved on: a new message is the only one delivered.
+    publish(&server, &key, "jobs", json!([{"value": 3}])).await;
+    let fresh = pull(&server, &key, "jobs-sub", 10, 0).await;
+    assert_eq!(values(&fresh), [json!(3)]);
+    let refused = server
+        .refused(
+            &key,
+            Method::POST,
+            "/subscriptions/jobs-sub/redrive",
+            Some(json!({"messages": []})),
+        )
+        .await;
+    assert_eq!(refused.1, "invalid_field");
+}
+
 async fn start_positions_and_long_polls(backend: TestBackend) {
     let server = Server::start(backend).await;
     let key = server.publisher("start").await;
@@ -394,6 +497,13 @@ async fn subscriptions_are_private_and_bad_requests_are_refused(backend: TestBac
             "/subscriptions/mine-sub/extend",
             Some(lease.clone()),
         ),
+        (Method::GET, "/subscriptions/mine-sub/dead-letters", None),
+        (
+            Method::POST,
+            "/subscriptions/mine-sub/redrive",
+            Some(json!({})),
+        ),
+        (Method::GET, "/subscriptions/mine-sub/push-attempts", None),
     ] {
         let (status, code) = server.refused(&other, method.clone(), path, body).await;
         assert_eq!(
@@ -550,6 +660,7 @@ plinth_shared::backend_tests!(
     a_nack_redelivers_after_its_delay_and_extend_keeps_a_lease,
     a_delayed_message_is_not_delivered_before_its_time,
     a_message_past_its_last_attempt_goes_to_the_dead_letter_topic,
+    dead_letters_are_kept_listed_and_redriven,
     start_positions_and_long_polls,
     delivery_state_survives_a_restart,
     subscriptions_are_private_and_bad_requests_are_refused,
