@@ -35,6 +35,8 @@ struct Inner {
     quotas: Quotas,
     usage: Usage,
     rate_limits: RateLimits,
+    /// Turns true when the server starts shutting down.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// The shared state of a Plinth process: configuration, metadata store, auth, quotas,
@@ -145,6 +147,7 @@ impl Shared {
             quotas: Quotas::new(config.quotas.clone()),
             usage: Usage::new(store.clone()),
             rate_limits: RateLimits::default(),
+            stopping: tokio::sync::watch::Sender::new(false),
             auth,
             store,
             config,
@@ -181,6 +184,17 @@ impl Shared {
     /// Returns the per-key rate limits.
     pub fn rate_limits(&self) -> &RateLimits {
         &self.0.rate_limits
+    }
+
+    /// Says that the server is shutting down: responses that would run for ever (event
+    /// streams) end, so that draining does not wait for them.
+    pub fn begin_shutdown(&self) {
+        self.0.stopping.send_replace(true);
+    }
+
+    /// Watches for [`Shared::begin_shutdown`].
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.stopping.subscribe()
     }
 
     /// Flushes usage and closes the store: the last step of a graceful shutdown.

@@ -24,7 +24,7 @@ use plinth_shared::ApiError;
 use plinth_shared::ids::{now_millis, random_hex};
 use plinth_types::messaging::Delivery;
 use sqlx::{AnyConnection, Row};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, broadcast};
 
 use crate::log::LogError;
 use crate::message::StoredMessage;
@@ -43,6 +43,9 @@ pub(crate) const DEAD: i64 = 3;
 #[derive(Debug, Default)]
 pub struct Deliveries {
     cursors: std::sync::Mutex<HashMap<String, Cursors>>,
+    /// Per subscription with an open event stream in this process: the leases acked or
+    /// nacked here, so the stream knows what it has in flight.
+    settled: std::sync::Mutex<HashMap<String, broadcast::Sender<String>>>,
 }
 
 /// One subscription's cursors, one per partition; `None` until loaded.
@@ -67,6 +70,41 @@ impl Deliveries {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(subscription_id);
+    }
+
+    fn settled_feeds(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, broadcast::Sender<String>>> {
+        self.settled
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Hears of every lease of the subscription acked or nacked in this process.
+    pub(crate) fn watch_settled(&self, subscription_id: &str) -> broadcast::Receiver<String> {
+        self.settled_feeds()
+            .entry(subscription_id.to_owned())
+            .or_insert_with(|| broadcast::Sender::new(4096))
+            .subscribe()
+    }
+
+    /// Drops the subscription's feed once no stream listens to it.
+    pub(crate) fn unwatch_settled(&self, subscription_id: &str) {
+        let mut feeds = self.settled_feeds();
+        if feeds
+            .get(subscription_id)
+            .is_some_and(|feed| feed.receiver_count() == 0)
+        {
+            feeds.remove(subscription_id);
+        }
+    }
+
+    fn announce_settled(&self, subscription_id: &str, leases: impl Iterator<Item = String>) {
+        if let Some(feed) = self.settled_feeds().get(subscription_id) {
+            for lease in leases {
+                let _ = feed.send(lease);
+            }
+        }
     }
 }
 
@@ -682,5 +720,12 @@ pub(crate) async fn settle(
         advance_committed(&mut tx, &sub.id, partition, log.start(), redriven).await?;
     }
     tx.commit().await?;
+    if !matches!(how, Settle::Extend { .. }) {
+        let settled = leases
+            .iter()
+            .filter(|lease| !expired.contains(lease))
+            .cloned();
+        messaging.deliveries.announce_settled(&sub.id, settled);
+    }
     Ok(expired)
 }

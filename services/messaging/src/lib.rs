@@ -7,14 +7,14 @@
 //! - [`message`]: how a message is stored as a log record's payload.
 //! - [`topics`], [`publish`], [`subscriptions`]: the HTTP routes.
 //! - [`delivery`]: the delivery state of subscriptions (leases, acks, nacks, redelivery, dead
-//!   letters); [`pull`], [`seek`] and [`dead_letters`] are its routes, and [`push`] delivers
-//!   push subscriptions' messages to their endpoints.
+//!   letters); [`pull`], [`stream`], [`seek`] and [`dead_letters`] are its routes, and
+//!   [`push`] delivers push subscriptions' messages to their endpoints.
 //!
 //! A topic is a row in the metadata store; its messages live in the message log. A publish
 //! answers once its messages are durable; a reader only ever sees durable messages.
 //!
-//! Still to come, all part of issue #4: stream delivery, producer deduplication, bucket
-//! notifications and the Kafka backend.
+//! Still to come, all part of issue #4: producer deduplication, bucket notifications and the
+//! Kafka backend.
 
 pub mod dead_letters;
 pub mod delivery;
@@ -27,6 +27,7 @@ pub mod pull;
 pub mod push;
 mod retention;
 pub mod seek;
+pub mod stream;
 pub mod subscriptions;
 pub mod topics;
 
@@ -191,7 +192,8 @@ pub fn router(messaging: Messaging) -> OpenApiRouter {
         .routes(routes!(seek::seek))
         .routes(routes!(dead_letters::list_dead_letters))
         .routes(routes!(dead_letters::redrive))
-        .routes(routes!(push::list_attempts));
+        .routes(routes!(push::list_attempts))
+        .routes(routes!(stream::stream));
     OpenApiRouter::with_openapi(MessagingDoc::openapi())
         .nest("/messaging/v1", v1)
         .with_state(messaging)

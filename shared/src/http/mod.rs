@@ -120,9 +120,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let grace = shared.config().shutdown_grace;
     let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
+    let stopping = shared.clone();
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down; draining in-flight requests");
+        stopping.begin_shutdown();
         let _ = stopping_tx.send(true);
     };
     // Without TCP_NODELAY a response whose head and body leave in two writes waits for the

@@ -166,7 +166,7 @@ async fn work(background: &Background, id: &str) -> Result<(), ApiError> {
         }
         let taken = take(&messaging, &current, free).await?;
         if taken.is_empty() {
-            wait_for_work(&messaging, &current, &settled).await?;
+            wait_for_work(messaging, &current, &settled).await?;
             continue;
         }
         for one in taken {
@@ -185,9 +185,10 @@ async fn work(background: &Background, id: &str) -> Result<(), ApiError> {
 }
 
 /// Waits for a new message, a settled delivery of this worker, or the next retry that is
-/// due (rereading the subscription at least every [`RELOAD`]).
+/// due (rereading the subscription at least every [`RELOAD`]); without holding the service
+/// open while it waits.
 async fn wait_for_work(
-    messaging: &Messaging,
+    messaging: Messaging,
     sub: &SubscriptionRow,
     settled: &Notify,
 ) -> Result<(), ApiError> {
@@ -211,6 +212,7 @@ async fn wait_for_work(
     let wait = next_due.map_or(RELOAD, |due| {
         Duration::from_millis((due - now_millis()).clamp(0, RELOAD.as_millis() as i64) as u64)
     });
+    drop(messaging);
     let changed = futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
     tokio::select! {
         _ = changed => {}

@@ -72,6 +72,22 @@ impl Server {
         drop((messaging, admin, http));
         let _ = stop.send(());
         serving.await.unwrap().unwrap();
+        // Tasks of the old server let go of the message log as they notice it is stopping
+        // (within moments; a task that never does is a leak, and fails here).
+        let data = backend.config.messaging_backend().unwrap();
+        let plinth_shared::config::MessagingBackend::File(dir) = data else {
+            panic!("the messaging tests run on the embedded log");
+        };
+        let lock = dir.join(".lock");
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::File::open(&lock).is_ok_and(|f| f.try_lock().is_err()) {
+            assert!(
+                std::time::Instant::now() < until,
+                "the old server still holds {}",
+                lock.display()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         Server::start(backend).await
     }
 

@@ -5,5 +5,6 @@ mod common;
 
 mod publish;
 mod push;
+mod stream;
 mod subscriptions;
 mod topics;
