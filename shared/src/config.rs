@@ -134,6 +134,10 @@ pub struct Config {
     /// private or link-local, such as `["10.1.0.0/16"]` for functions on the operator's own
     /// network (`PLINTH_MESSAGING_PUSH_ALLOW`); none by default.
     pub messaging_push_allow: Vec<String>,
+    /// How long a producer's `message_id` is remembered per topic: a message published again
+    /// with it within this time is not stored twice (`PLINTH_MESSAGING_DEDUP_WINDOW`).
+    #[serde(with = "humantime_serde")]
+    pub messaging_dedup_window: Duration,
     /// The operator's admin token (`PLINTH_ADMIN_TOKEN`); generated on first start if neither
     /// it nor `admin_token_file` is set.
     pub admin_token: Option<Secret>,
@@ -200,6 +204,7 @@ impl Default for Config {
             messaging_max_partitions: 64,
             messaging_segment_bytes: 64 * 1024 * 1024,
             messaging_push_allow: Vec::new(),
+            messaging_dedup_window: Duration::from_secs(5 * 60),
             admin_token: None,
             admin_token_file: None,
             master_key: None,
@@ -331,6 +336,14 @@ impl Config {
             });
         }
         self.messaging_push_allow()?;
+        if self.messaging_dedup_window < Duration::from_secs(1)
+            || self.messaging_dedup_window > Duration::from_secs(7 * 24 * 60 * 60)
+        {
+            return Err(ConfigError::Value {
+                key: "messaging_dedup_window",
+                reason: "must be 1s to 7d".into(),
+            });
+        }
         if !(1..=1024).contains(&self.messaging_max_partitions) {
             return Err(ConfigError::Value {
                 key: "messaging_max_partitions",

@@ -115,13 +115,17 @@ pub struct PublishRequest {
 }
 
 /// Where a published message was stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Published {
     /// Its partition.
     pub partition: u32,
     /// Its offset in the partition.
     pub offset: u64,
+    /// True when its `message_id` was already published within the deduplication window:
+    /// nothing was stored, and partition and offset are the first message's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
 }
 
 /// Answer to a publish: one entry per message, in the order sent.

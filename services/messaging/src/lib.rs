@@ -17,6 +17,7 @@
 //! Kafka backend.
 
 pub mod dead_letters;
+mod dedup;
 pub mod delivery;
 pub mod log;
 pub mod logs;

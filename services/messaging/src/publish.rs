@@ -22,7 +22,7 @@ use crate::log::LogError;
 use crate::message::StoredMessage;
 use crate::names::TopicName;
 use crate::topics::{TopicRow, get_topic_and_quotas, get_topic_row};
-use crate::{Messaging, log_error};
+use crate::{Messaging, dedup, log_error};
 
 /// Most messages in one publish request.
 pub const MAX_BATCH: usize = 1000;
@@ -169,16 +169,41 @@ pub async fn publish(
         .map(|(index, message)| validate(index, message, limit, now))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let bytes: u64 = messages.iter().map(|m| m.value.len() as u64).sum();
-    let count = messages.len() as u64;
+    // Messages whose id was seen within the window are answered, not stored.
+    let seen = if messages.iter().any(|m| m.message_id.is_some()) {
+        dedup::claim(&messaging, &row.id, &messages).await?
+    } else {
+        dedup::Seen::default()
+    };
+    let (indexes, fresh): (Vec<usize>, Vec<StoredMessage>) = messages
+        .into_iter()
+        .enumerate()
+        .filter(|(index, _)| seen.duplicates.get(*index).is_none_or(Option::is_none))
+        .unzip();
+
+    let bytes: u64 = fresh.iter().map(|m| m.value.len() as u64).sum();
+    let count = fresh.len() as u64;
     // The day's count is reserved before the append and given back if it fails; a project
     // without the quota pays nothing for it.
     let daily = match quotas.messages_per_day {
-        Some(limit) => Some(reserve_today(&messaging, project_id, count as i64, limit).await?),
-        None => None,
+        Some(limit) if count > 0 => {
+            match reserve_today(&messaging, project_id, count as i64, limit).await {
+                Ok(daily) => Some(daily),
+                Err(err) => {
+                    dedup::release(&messaging, &row.id, &seen).await;
+                    return Err(err);
+                }
+            }
+        }
+        _ => None,
     };
-    let published = match append_stored(&messaging, &row, messages).await {
-        Ok(published) => published,
+    let stored = if fresh.is_empty() {
+        Ok(Vec::new())
+    } else {
+        append_stored(&messaging, &row, fresh).await
+    };
+    let stored = match stored {
+        Ok(stored) => stored,
         Err(err) => {
             if let Some((day, limit)) = daily
                 && let Err(release) =
@@ -186,9 +211,16 @@ pub async fn publish(
             {
                 tracing::warn!(error = %release, "daily message count not given back");
             }
+            dedup::release(&messaging, &row.id, &seen).await;
             return Err(err);
         }
     };
+    let published = answers(&seen, &indexes, stored);
+    // The messages are durable whatever happens next: a failure to record their ids costs
+    // only the deduplication of a retry once the claims expire.
+    if let Err(err) = dedup::complete(&messaging, &row.id, &seen, &published).await {
+        tracing::warn!(error = %err, "message ids not recorded; their claims expire");
+    }
 
     let usage = messaging.shared.usage();
     usage.record(project_id, "messages_published", count);
@@ -196,6 +228,28 @@ pub async fn publish(
     Ok(Json(PublishResponse {
         messages: published,
     }))
+}
+
+/// Each message's answer, in the order sent: where it was stored (`stored` is in the order of
+/// `indexes`), or, for a duplicate, where the first of its id is.
+fn answers(seen: &dedup::Seen, indexes: &[usize], stored: Vec<Published>) -> Vec<Published> {
+    let total = seen.duplicates.len().max(indexes.len());
+    let mut published = vec![Published::default(); total];
+    for (index, at) in indexes.iter().zip(stored) {
+        published[*index] = at;
+    }
+    for (index, dup) in seen.duplicates.iter().enumerate() {
+        published[index] = match dup {
+            None => continue,
+            Some(dedup::Dup::Stored(at)) => *at,
+            // The earlier one is answered already: it comes first.
+            Some(dedup::Dup::InBatch(earlier)) => Published {
+                duplicate: true,
+                ..published[*earlier]
+            },
+        };
+    }
+    published
 }
 
 /// Reserves `count` messages of today's `messages_per_day`; returns the day and limit, to
@@ -261,7 +315,8 @@ pub(crate) async fn append_stored(
     let mut published = vec![
         Published {
             partition: 0,
-            offset: 0
+            offset: 0,
+            duplicate: false,
         };
         messages.len()
     ];
@@ -271,6 +326,7 @@ pub(crate) async fn append_stored(
             published[index] = Published {
                 partition,
                 offset: first + n as u64,
+                duplicate: false,
             };
         }
     }

@@ -75,5 +75,8 @@ pub(crate) async fn sweep(shared: Shared, logs: Weak<FileLogs>) {
             Ok(deleted) => tracing::debug!(deleted, "log segments past retention deleted"),
             Err(err) => tracing::warn!(error = %err, "retention sweep failed"),
         }
+        if let Err(err) = crate::dedup::forget_expired(shared.store().pool()).await {
+            tracing::warn!(error = %err, "expired message ids not forgotten");
+        }
     }
 }

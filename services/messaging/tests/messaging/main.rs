@@ -3,6 +3,7 @@
 
 mod common;
 
+mod dedup;
 mod publish;
 mod push;
 mod stream;
