@@ -9,10 +9,10 @@ use reqwest::Method;
 use url::Url;
 
 use plinth_types::messaging::{
-    CreateSubscription, CreateTopic, DeadLettersResponse, Delivery, LeaseRequest, LeaseResponse,
-    MessageRef, OutgoingMessage, PublishRequest, PublishResponse, Published, PullRequest,
-    PullResponse, PushAttemptsResponse, ReadResponse, RedriveRequest, RedriveResponse, SeekRequest,
-    Subscription, Topic, UpdateTopic,
+    BucketNotification, CreateBucketNotification, CreateSubscription, CreateTopic,
+    DeadLettersResponse, Delivery, LeaseRequest, LeaseResponse, MessageRef, OutgoingMessage,
+    PublishRequest, PublishResponse, Published, PullRequest, PullResponse, PushAttemptsResponse,
+    ReadResponse, RedriveRequest, RedriveResponse, SeekRequest, Subscription, Topic, UpdateTopic,
 };
 
 use crate::client::Client;
@@ -370,6 +370,44 @@ impl Client {
     pub async fn push_attempts(&self, subscription: &str) -> Result<PushAttemptsResponse, Error> {
         let url = self.messaging_url(&["subscriptions", subscription, "push-attempts"])?;
         self.send_json(self.request(Method::GET, url)).await
+    }
+
+    /// Publishes a storage bucket's object events (an [`ObjectEvent`] as each message's value)
+    /// to a topic.
+    ///
+    /// [`ObjectEvent`]: plinth_types::messaging::ObjectEvent
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Api`] with `topic_not_found`, `invalid_bucket_name`, `invalid_field`
+    /// or `notification_exists`.
+    pub async fn create_bucket_notification(
+        &self,
+        notification: &CreateBucketNotification,
+    ) -> Result<BucketNotification, Error> {
+        let url = self.messaging_url(&["bucket-notifications"])?;
+        self.send_json(self.request(Method::POST, url).json(notification))
+            .await
+    }
+
+    /// Lists the project's bucket notifications.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Api`] when the credential lacks `messaging:publish`.
+    pub async fn list_bucket_notifications(&self) -> Result<Vec<BucketNotification>, Error> {
+        let url = self.messaging_url(&["bucket-notifications"])?;
+        self.send_json(self.request(Method::GET, url)).await
+    }
+
+    /// Stops a bucket notification.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Api`] with `notification_not_found`.
+    pub async fn delete_bucket_notification(&self, id: &str) -> Result<(), Error> {
+        let url = self.messaging_url(&["bucket-notifications", id])?;
+        self.send_empty(self.request(Method::DELETE, url)).await
     }
 
     /// Runs `handler` on every message of a subscription, `concurrency` at a time: pulls,

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use plinth_sdk::types::console::{CreateKey, CreateProject};
 use plinth_sdk::types::messaging::{
-    CreateSubscription, CreateTopic, OutgoingMessage, SeekRequest, StartPosition, UpdateTopic,
+    CreateBucketNotification, CreateSubscription, CreateTopic, MessageRef, OutgoingMessage,
+    SeekRequest, StartPosition, UpdateTopic,
 };
 use plinth_sdk::types::{ErrorCode, Scope};
 use plinth_sdk::{Client, ConsumerOptions, ReadFrom};
@@ -301,8 +302,76 @@ async fn pull_ack_nack_extend_and_seek_through_the_sdk(backend: TestBackend) {
     );
 }
 
+async fn dead_letters_redrive_and_bucket_notifications_through_the_sdk(backend: TestBackend) {
+    let tenant = start(backend).await;
+    let client = &tenant.client;
+    let topic = CreateTopic {
+        name: "work".into(),
+        ..CreateTopic::default()
+    };
+    client.create_topic(&topic).await.unwrap();
+    let sub = CreateSubscription {
+        name: "once".into(),
+        topic: "work".into(),
+        start: Some(StartPosition::Earliest),
+        max_delivery_attempts: Some(1),
+        ..CreateSubscription::default()
+    };
+    client.create_subscription(&sub).await.unwrap();
+    client.publish("work", message(json!("job"))).await.unwrap();
+    let got = client.pull("once", 10, 5).await.unwrap();
+    client
+        .nack("once", vec![got[0].lease_id.clone()], Some(0))
+        .await
+        .unwrap();
+    assert!(client.pull("once", 10, 0).await.unwrap().is_empty());
+    let dead = client.dead_letters("once", None, None).await.unwrap();
+    assert_eq!(dead.dead_letters.len(), 1);
+    assert_eq!(dead.dead_letters[0].message.value, Some(json!("job")));
+    let at = MessageRef {
+        partition: dead.dead_letters[0].message.partition,
+        offset: dead.dead_letters[0].message.offset,
+    };
+    assert_eq!(client.redrive("once", Some(vec![at])).await.unwrap(), 1);
+    let again = client.pull("once", 10, 5).await.unwrap();
+    assert_eq!(again[0].attempt, 1);
+    client
+        .ack("once", vec![again[0].lease_id.clone()])
+        .await
+        .unwrap();
+    assert!(
+        client
+            .dead_letters("once", None, None)
+            .await
+            .unwrap()
+            .dead_letters
+            .is_empty()
+    );
+    let err = client.push_attempts("missing").await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::SubscriptionNotFound));
+
+    // Bucket notifications: this key has no storage scope, so it cannot route a bucket.
+    let notification = CreateBucketNotification {
+        bucket: "files".into(),
+        topic: "work".into(),
+        ..CreateBucketNotification::default()
+    };
+    let err = client
+        .create_bucket_notification(&notification)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::MissingScope));
+    assert!(client.list_bucket_notifications().await.unwrap().is_empty());
+    let err = client
+        .delete_bucket_notification("ntf_x")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NotificationNotFound));
+}
+
 backend_tests!(
     topics_publish_and_replay_through_the_sdk,
     the_consumer_acks_successes_retries_failures_and_keeps_long_leases,
     pull_ack_nack_extend_and_seek_through_the_sdk,
+    dead_letters_redrive_and_bucket_notifications_through_the_sdk,
 );

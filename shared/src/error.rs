@@ -63,6 +63,10 @@ pub enum ApiError {
     PushEndpointForbidden(String),
     #[error("subscription `{0}` pushes its messages; it cannot be pulled or streamed")]
     SubscriptionIsPush(String),
+    #[error("bucket notification `{0}` not found")]
+    NotificationNotFound(String),
+    #[error("bucket `{bucket}` already publishes its events to topic `{topic}`")]
+    NotificationExists { bucket: String, topic: String },
     #[error("topic `{0}` not found")]
     TopicNotFound(String),
     #[error("topic `{topic}` has no partition {partition}")]
@@ -172,6 +176,8 @@ impl ApiError {
             ApiError::InvalidPushEndpoint(_) => ErrorCode::InvalidPushEndpoint,
             ApiError::PushEndpointForbidden(_) => ErrorCode::PushEndpointForbidden,
             ApiError::SubscriptionIsPush(_) => ErrorCode::SubscriptionIsPush,
+            ApiError::NotificationNotFound(_) => ErrorCode::NotificationNotFound,
+            ApiError::NotificationExists { .. } => ErrorCode::NotificationExists,
             ApiError::TopicNotFound(_) => ErrorCode::TopicNotFound,
             ApiError::PartitionNotFound { .. } => ErrorCode::PartitionNotFound,
             ApiError::TopicNameTaken(_) => ErrorCode::TopicNameTaken,

@@ -133,6 +133,8 @@ error_codes! {
     TopicNotFound = ("topic_not_found", 404),
     /// No such subscription in the project.
     SubscriptionNotFound = ("subscription_not_found", 404),
+    /// No such bucket notification in the project.
+    NotificationNotFound = ("notification_not_found", 404),
     /// The topic has no partition of that number.
     PartitionNotFound = ("partition_not_found", 404),
     /// No route matches the path.
@@ -149,6 +151,8 @@ error_codes! {
     BucketNotEmpty = ("bucket_not_empty", 409),
     /// The project already has a subscription of this name.
     SubscriptionNameTaken = ("subscription_name_taken", 409),
+    /// The bucket already publishes its events to that topic.
+    NotificationExists = ("notification_exists", 409),
     /// A push subscription delivers by itself; it cannot be pulled or streamed.
     SubscriptionIsPush = ("subscription_is_push", 409),
     /// The project already has a topic of this name.

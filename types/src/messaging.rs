@@ -444,3 +444,77 @@ pub struct RedriveResponse {
     /// How many dead letters are due for delivery again.
     pub redriven: u64,
 }
+
+/// What happened to an object, as bucket notifications name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum ObjectEventKind {
+    /// A new object, or a new version of one (a PUT, a copy, a completed multipart upload).
+    #[serde(rename = "object.created")]
+    Created,
+    /// An object was deleted.
+    #[serde(rename = "object.deleted")]
+    Deleted,
+}
+
+/// Body of `POST /messaging/v1/bucket-notifications`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateBucketNotification {
+    /// The storage bucket whose object events are published (the caller needs
+    /// `storage:read` on it).
+    pub bucket: String,
+    /// The topic they are published to (the caller needs `messaging:publish` on it).
+    pub topic: String,
+    /// Which events; both when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<ObjectEventKind>>,
+    /// Only objects whose key starts with this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+/// A bucket's object events, published to a topic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BucketNotification {
+    /// Names it for a delete.
+    pub id: String,
+    /// The bucket.
+    pub bucket: String,
+    /// The topic.
+    pub topic: String,
+    /// The events published.
+    pub events: Vec<ObjectEventKind>,
+    /// Only keys with this prefix (empty: every key).
+    pub prefix: String,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+/// The value of a message a bucket notification publishes. Its `message_id` is the event's
+/// id, so a relay repeated after a restart is not stored twice; its key is `bucket/key`, so
+/// one object's events keep their order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ObjectEvent {
+    /// The event's id.
+    pub id: String,
+    /// What happened.
+    #[serde(rename = "type")]
+    pub kind: ObjectEventKind,
+    /// The bucket.
+    pub bucket: String,
+    /// The object's key.
+    pub key: String,
+    /// The object's size (for a delete, the size it had).
+    pub size: u64,
+    /// The object's ETag, for a created object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    /// When it happened.
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+}

@@ -19,6 +19,8 @@ use sqlx::Row;
 
 use crate::Messaging;
 use crate::message::StoredMessage;
+use crate::publish::append_stored;
+use crate::topics::TopicRow;
 
 /// How long a claim holds before another publish may take the id over.
 const CLAIM_MS: i64 = 60_000;
@@ -194,6 +196,59 @@ pub(crate) async fn complete(
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// Each message's answer, in the order sent: where it was stored (`stored` is in the order of
+/// `indexes`), or, for a duplicate, where the first of its id is.
+pub(crate) fn answers(seen: &Seen, indexes: &[usize], stored: Vec<Published>) -> Vec<Published> {
+    let total = seen.duplicates.len().max(indexes.len());
+    let mut published = vec![Published::default(); total];
+    for (index, at) in indexes.iter().zip(stored) {
+        published[*index] = at;
+    }
+    for (index, dup) in seen.duplicates.iter().enumerate() {
+        published[index] = match dup {
+            None => continue,
+            Some(Dup::Stored(at)) => *at,
+            // The earlier one is answered already: it comes first.
+            Some(Dup::InBatch(earlier)) => Published {
+                duplicate: true,
+                ..published[*earlier]
+            },
+        };
+    }
+    published
+}
+
+/// Appends messages to a topic, each whose id the topic saw within the window only once:
+/// for publishers that need no quota in between (the bucket notification relay).
+pub(crate) async fn append_once(
+    messaging: &Messaging,
+    topic: &TopicRow,
+    messages: Vec<StoredMessage>,
+) -> Result<Vec<Published>, ApiError> {
+    let seen = claim(messaging, &topic.id, &messages).await?;
+    let (indexes, fresh): (Vec<usize>, Vec<StoredMessage>) = messages
+        .into_iter()
+        .enumerate()
+        .filter(|(index, _)| seen.duplicates[*index].is_none())
+        .unzip();
+    let stored = if fresh.is_empty() {
+        Vec::new()
+    } else {
+        match append_stored(messaging, topic, fresh).await {
+            Ok(stored) => stored,
+            Err(err) => {
+                release(messaging, &topic.id, &seen).await;
+                return Err(err);
+            }
+        }
+    };
+    let published = answers(&seen, &indexes, stored);
+    if let Err(err) = complete(messaging, &topic.id, &seen, &published).await {
+        tracing::warn!(error = %err, "message ids not recorded; their claims expire");
+    }
+    Ok(published)
 }
 
 /// Gives up the claims of a publish that failed, so a retry need not wait for them.

@@ -13,8 +13,9 @@
 //! A topic is a row in the metadata store; its messages live in the message log. A publish
 //! answers once its messages are durable; a reader only ever sees durable messages.
 //!
-//! Still to come, all part of issue #4: producer deduplication, bucket notifications and the
-//! Kafka backend.
+//! - [`notifications`]: bucket notifications, and the relay of the storage outbox to them.
+//!
+//! Still to come, part of issue #4: the Kafka backend.
 
 pub mod dead_letters;
 mod dedup;
@@ -23,6 +24,7 @@ pub mod log;
 pub mod logs;
 pub mod message;
 pub mod names;
+pub mod notifications;
 pub mod publish;
 pub mod pull;
 pub mod push;
@@ -132,6 +134,7 @@ impl Messaging {
             Arc::downgrade(&messaging.logs),
         ));
         tokio::spawn(push::supervise(messaging.background()));
+        tokio::spawn(notifications::relay(messaging.background()));
         Ok(messaging)
     }
 
@@ -194,7 +197,12 @@ pub fn router(messaging: Messaging) -> OpenApiRouter {
         .routes(routes!(dead_letters::list_dead_letters))
         .routes(routes!(dead_letters::redrive))
         .routes(routes!(push::list_attempts))
-        .routes(routes!(stream::stream));
+        .routes(routes!(stream::stream))
+        .routes(routes!(
+            notifications::create_notification,
+            notifications::list_notifications
+        ))
+        .routes(routes!(notifications::delete_notification));
     OpenApiRouter::with_openapi(MessagingDoc::openapi())
         .nest("/messaging/v1", v1)
         .with_state(messaging)

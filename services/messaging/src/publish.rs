@@ -215,7 +215,7 @@ pub async fn publish(
             return Err(err);
         }
     };
-    let published = answers(&seen, &indexes, stored);
+    let published = dedup::answers(&seen, &indexes, stored);
     // The messages are durable whatever happens next: a failure to record their ids costs
     // only the deduplication of a retry once the claims expire.
     if let Err(err) = dedup::complete(&messaging, &row.id, &seen, &published).await {
@@ -228,28 +228,6 @@ pub async fn publish(
     Ok(Json(PublishResponse {
         messages: published,
     }))
-}
-
-/// Each message's answer, in the order sent: where it was stored (`stored` is in the order of
-/// `indexes`), or, for a duplicate, where the first of its id is.
-fn answers(seen: &dedup::Seen, indexes: &[usize], stored: Vec<Published>) -> Vec<Published> {
-    let total = seen.duplicates.len().max(indexes.len());
-    let mut published = vec![Published::default(); total];
-    for (index, at) in indexes.iter().zip(stored) {
-        published[*index] = at;
-    }
-    for (index, dup) in seen.duplicates.iter().enumerate() {
-        published[index] = match dup {
-            None => continue,
-            Some(dedup::Dup::Stored(at)) => *at,
-            // The earlier one is answered already: it comes first.
-            Some(dedup::Dup::InBatch(earlier)) => Published {
-                duplicate: true,
-                ..published[*earlier]
-            },
-        };
-    }
-    published
 }
 
 /// Reserves `count` messages of today's `messages_per_day`; returns the day and limit, to

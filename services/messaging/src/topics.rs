@@ -71,11 +71,11 @@ pub async fn get_topic_row(
 }
 
 /// Reads a topic by its id, for rows that refer to one (a subscription's topic and
-/// dead-letter topic).
+/// dead-letter topic, a bucket notification's topic).
 ///
 /// # Errors
 ///
-/// Returns the store's failure; a missing topic is one (the references cascade).
+/// Returns `topic_not_found` for a topic deleted since the reference was read.
 pub(crate) async fn get_topic_by_id(
     conn: &mut AnyConnection,
     id: &str,
@@ -83,8 +83,9 @@ pub(crate) async fn get_topic_by_id(
     let sql = format!("SELECT {COLUMNS} FROM topics t WHERE t.id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id)
-        .fetch_one(&mut *conn)
-        .await?;
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| ApiError::TopicNotFound("(deleted)".into()))?;
     topic_from_row(&row)
 }
 

@@ -27,7 +27,10 @@ impl Server {
         let messaging = plinth_messaging::Messaging::open(shared.clone())
             .await
             .unwrap();
+        // Storage too, for bucket notifications.
+        let storage = plinth_storage::Storage::open(shared.clone()).await.unwrap();
         let routes = plinth_console::router(shared.clone())
+            .merge(plinth_storage::router(storage))
             .merge(plinth_messaging::router(messaging.clone()));
         let (routes, api) = routes.split_for_parts();
         let app = plinth_shared::http::app(routes, api, &shared);
@@ -60,6 +63,12 @@ impl Server {
     /// Stops this server (and with it the message log's lock) and starts a new one on the
     /// same metadata store and data directory, as a restart of the process would.
     pub(crate) async fn restart(self) -> Server {
+        let backend = self.stop().await;
+        Server::start(backend).await
+    }
+
+    /// Stops this server and gives back its backend, once the message log is free.
+    pub(crate) async fn stop(self) -> TestBackend {
         let Server {
             messaging,
             backend,
@@ -88,7 +97,7 @@ impl Server {
             );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        Server::start(backend).await
+        backend
     }
 
     /// A project with the given quotas and a key with the given scopes.
@@ -127,9 +136,15 @@ impl Server {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        // Paths of other services come whole; messaging paths without their prefix.
+        let path = if path.starts_with("/storage/") {
+            path.to_owned()
+        } else {
+            format!("/messaging/v1{path}")
+        };
         let mut request = self
             .http
-            .request(method, format!("{}/messaging/v1{path}", self.url))
+            .request(method, format!("{}{path}", self.url))
             .bearer_auth(key);
         if let Some(body) = body {
             request = request.json(&body);

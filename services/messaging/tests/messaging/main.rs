@@ -4,6 +4,7 @@
 mod common;
 
 mod dedup;
+mod notifications;
 mod publish;
 mod push;
 mod stream;
