@@ -133,7 +133,7 @@ pub fn verify_at(
     if signatures.is_empty() {
         return Err(VerifyError::MalformedSignature);
     }
-    let skew = now - timestamp;
+    let skew = now.saturating_sub(timestamp);
     if skew.unsigned_abs() > tolerance.as_secs() {
         return Err(VerifyError::Stale(skew));
     }

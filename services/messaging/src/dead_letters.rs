@@ -170,6 +170,7 @@ pub async fn redrive(
         }
     }
     tx.commit().await?;
+    messaging.deliveries.nudge(&sub.id);
     tracing::info!(subscription = %sub.subscription.name, redriven, "dead letters redriven");
     Ok(Json(RedriveResponse { redriven }))
 }

@@ -57,17 +57,24 @@ pub(crate) async fn claim(
         claimed: Vec::new(),
     };
     let mut first: HashMap<&str, usize> = HashMap::new();
-    let mut contested = Vec::new();
-    let mut tx = messaging.shared.store().begin().await?;
     for (index, message) in messages.iter().enumerate() {
         let Some(id) = message.message_id.as_deref() else {
             continue;
         };
-        if let Some(&earlier) = first.get(id) {
-            seen.duplicates[index] = Some(Dup::InBatch(earlier));
-            continue;
+        match first.get(id) {
+            Some(&earlier) => seen.duplicates[index] = Some(Dup::InBatch(earlier)),
+            None => {
+                first.insert(id, index);
+            }
         }
-        first.insert(id, index);
+    }
+    // Claimed in id order, so two batches sharing ids cannot each wait on the other's
+    // uncommitted claim (PostgreSQL would abort one of them as a deadlock).
+    let mut ids: Vec<(&str, usize)> = first.into_iter().collect();
+    ids.sort_unstable();
+    let mut contested = Vec::new();
+    let mut tx = messaging.shared.store().begin().await?;
+    for (id, index) in ids {
         let inserted = sqlx::query(
             "INSERT INTO message_ids (topic_id, message_id, partition_no, offset_no, \
              expires_at) VALUES ($1, $2, -1, -1, $3) ON CONFLICT DO NOTHING",

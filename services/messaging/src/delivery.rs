@@ -24,7 +24,7 @@ use plinth_shared::ApiError;
 use plinth_shared::ids::{now_millis, random_hex};
 use plinth_types::messaging::Delivery;
 use sqlx::{AnyConnection, Row};
-use tokio::sync::{Mutex, broadcast};
+use tokio::sync::{Mutex, Notify, broadcast};
 
 use crate::log::LogError;
 use crate::message::StoredMessage;
@@ -46,6 +46,8 @@ pub struct Deliveries {
     /// Per subscription with an open event stream in this process: the leases acked or
     /// nacked here, so the stream knows what it has in flight.
     settled: std::sync::Mutex<HashMap<String, broadcast::Sender<String>>>,
+    /// Per subscription with a push worker: woken when dead letters are redriven.
+    nudges: std::sync::Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 /// One subscription's cursors, one per partition; `None` until loaded.
@@ -70,6 +72,28 @@ impl Deliveries {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(subscription_id);
+        self.nudge_map().remove(subscription_id);
+    }
+
+    fn nudge_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+        self.nudges
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// What wakes a subscription's waiting push worker when messages became due at once.
+    pub(crate) fn nudges(&self, subscription_id: &str) -> Arc<Notify> {
+        self.nudge_map()
+            .entry(subscription_id.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Wakes the subscription's push worker, if it has one here.
+    pub(crate) fn nudge(&self, subscription_id: &str) {
+        if let Some(nudge) = self.nudge_map().get(subscription_id) {
+            nudge.notify_one();
+        }
     }
 
     fn settled_feeds(
@@ -598,9 +622,11 @@ async fn advance_committed(
     if next == committed && !below {
         return Ok(());
     }
+    // Below `next` every row is settled, except rows below the log's start, whose messages
+    // are gone: all go but the dead and redriven, which keep their payloads.
     sqlx::query(
         "DELETE FROM subscription_messages WHERE subscription_id = $1 AND partition_no = $2 \
-         AND offset_no < $3 AND state = $4",
+         AND offset_no < $3 AND (state = $4 OR published_at IS NULL)",
     )
     .bind(subscription_id)
     .bind(i64::from(partition))

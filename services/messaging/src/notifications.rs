@@ -8,7 +8,7 @@
 //! within the deduplication window it is not stored twice. Events no notification wants
 //! are dropped from the outbox.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -306,10 +306,10 @@ impl Messaging {
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
 
-        // Messages per topic, in outbox order.
-        let mut batches: BTreeMap<String, (String, Vec<StoredMessage>)> = BTreeMap::new();
+        // Messages per topic, in outbox order, with the events they came from.
+        let mut batches: BTreeMap<String, Batch> = BTreeMap::new();
         let mut ids = Vec::with_capacity(events.len());
-        for row in &events {
+        for (position, row) in events.iter().enumerate() {
             let id: String = row.try_get("id")?;
             ids.push(id.clone());
             let Some(kind) = parse_kind(&row.try_get::<String, _>("kind")?) else {
@@ -342,16 +342,28 @@ impl Messaging {
                     headers: [("plinth-event-type".to_owned(), kind_name(kind).to_owned())].into(),
                     deliver_at: None,
                 };
-                batches
+                let batch = batches
                     .entry(route.topic_id.clone())
-                    .or_insert_with(|| (project_id.clone(), Vec::new()))
-                    .1
-                    .push(message);
+                    .or_insert_with(|| Batch {
+                        project_id: project_id.clone(),
+                        messages: Vec::new(),
+                        events: Vec::new(),
+                    });
+                batch.messages.push(message);
+                batch.events.push(position);
             }
         }
 
         let mut topics: HashMap<String, TopicRow> = HashMap::new();
-        for (topic_id, (project_id, messages)) in batches {
+        // One failing topic holds back only the events it was to receive.
+        let mut failed: Option<ApiError> = None;
+        let mut held = HashSet::new();
+        for (topic_id, batch) in batches {
+            let Batch {
+                project_id,
+                messages,
+                events: from,
+            } = batch;
             let topic = match topics.get(&topic_id) {
                 Some(topic) => topic.clone(),
                 None => {
@@ -360,7 +372,11 @@ impl Messaging {
                         Ok(topic) => topics.entry(topic_id).or_insert(topic).clone(),
                         // Deleted since the routes were read (its notifications with it).
                         Err(ApiError::TopicNotFound(_)) => continue,
-                        Err(err) => return Err(err),
+                        Err(err) => {
+                            held.extend(from);
+                            failed.get_or_insert(err);
+                            continue;
+                        }
                     }
                 }
             };
@@ -369,7 +385,11 @@ impl Messaging {
             match dedup::append_once(self, &topic, messages).await {
                 Ok(_) => {}
                 Err(ApiError::TopicNotFound(_)) => continue,
-                Err(err) => return Err(err),
+                Err(err) => {
+                    held.extend(from);
+                    failed.get_or_insert(err);
+                    continue;
+                }
             }
             let usage = self.shared.usage();
             usage.record(&project_id, "messages_published", count);
@@ -378,13 +398,29 @@ impl Messaging {
 
         // Every message made from these events is durable: they can leave the outbox.
         let mut tx = self.shared.store().begin().await?;
-        for id in &ids {
+        let mut relayed = 0;
+        for (position, id) in ids.iter().enumerate() {
+            if held.contains(&position) {
+                continue;
+            }
             sqlx::query("DELETE FROM object_events WHERE id = $1")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+            relayed += 1;
         }
         tx.commit().await?;
-        Ok(ids.len())
+        match failed {
+            Some(err) => Err(err),
+            None => Ok(relayed),
+        }
     }
+}
+
+/// The messages one topic gets from a round of the relay.
+struct Batch {
+    project_id: String,
+    messages: Vec<StoredMessage>,
+    /// For each message, the position of its event in the round.
+    events: Vec<usize>,
 }

@@ -139,7 +139,20 @@ async fn feed(
         if room > 0 {
             let taken = take(&messaging, sub, room.min(BATCH)).await?;
             if !taken.is_empty() {
-                send(&messaging, sub, taken, now + lease, &mut in_flight, events).await?;
+                let ready = to_events(&messaging, sub, taken, now + lease, &mut in_flight)?;
+                // A client slow to read must not keep the service open, nor a shutdown
+                // waiting: the rest stay leased until their leases end.
+                drop(messaging);
+                for event in ready {
+                    tokio::select! {
+                        sent = events.send(event) => {
+                            if sent.is_err() {
+                                return Ok(());
+                            }
+                        }
+                        _ = stopping.changed() => return Ok(()),
+                    }
+                }
                 continue;
             }
         }
@@ -176,18 +189,17 @@ async fn sleep_until_or_never(at: Option<Instant>) {
     }
 }
 
-/// Sends taken deliveries as events and meters them. A client that is gone leaves the rest
-/// leased until their leases end.
-async fn send(
+/// Turns taken deliveries into events, counts them in flight, and meters them.
+fn to_events(
     messaging: &Messaging,
     sub: &SubscriptionRow,
     taken: Vec<Taken>,
     lease_end: Instant,
     in_flight: &mut HashMap<String, Instant>,
-    events: &mpsc::Sender<Event>,
-) -> Result<(), ApiError> {
+) -> Result<Vec<Event>, ApiError> {
     let count = taken.len() as u64;
     let bytes: u64 = taken.iter().map(|t| t.message.value.len() as u64).sum();
+    let mut ready = Vec::with_capacity(taken.len());
     for one in taken {
         let lease_id = one.lease_id.clone();
         let event = Event::default()
@@ -196,12 +208,10 @@ async fn send(
             .json_data(one.into_delivery()?)
             .map_err(ApiError::internal)?;
         in_flight.insert(lease_id, lease_end);
-        if events.send(event).await.is_err() {
-            break;
-        }
+        ready.push(event);
     }
     let usage = messaging.shared.usage();
     usage.record(&sub.project_id, "messages_delivered", count);
     usage.record(&sub.project_id, "message_bytes_delivered", bytes);
-    Ok(())
+    Ok(ready)
 }

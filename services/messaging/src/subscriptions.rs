@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use plinth_shared::ApiError;
 use plinth_shared::auth::Caller;
+use plinth_shared::config::Secret;
 use plinth_shared::extract::{Json, Path};
 use plinth_shared::ids::{from_millis, new_id, now_millis, random_hex};
 use plinth_shared::store::is_unique_violation;
@@ -31,8 +32,8 @@ pub struct SubscriptionRow {
     pub topic: TopicRow,
     /// The dead-letter topic, if any.
     pub dead_letter: Option<TopicRow>,
-    /// A push subscription's signing secret.
-    pub push_secret: Option<String>,
+    /// A push subscription's signing secret (never printed).
+    pub push_secret: Option<Secret>,
     /// The public description.
     pub subscription: Subscription,
 }
@@ -88,7 +89,9 @@ async fn from_row(conn: &mut AnyConnection, row: &AnyRow) -> Result<Subscription
         },
         topic,
         dead_letter,
-        push_secret: row.try_get("push_secret")?,
+        push_secret: row
+            .try_get::<Option<String>, _>("push_secret")?
+            .map(Secret::new),
     })
 }
 
@@ -332,7 +335,7 @@ pub async fn create_subscription(
     let mut row = get_subscription_row(&mut tx, project_id, &name).await?;
     tx.commit().await?;
     if let Some(push) = &mut row.subscription.push {
-        push.secret = row.push_secret.clone();
+        push.secret = row.push_secret.as_ref().map(|s| s.expose().to_owned());
     }
 
     if push.is_some() {

@@ -42,24 +42,38 @@ fn v4_forbidden(ip: Ipv4Addr) -> bool {
         || ip.octets()[..3] == [192, 0, 0]
 }
 
+fn v4_of(hi: u16, lo: u16) -> Ipv4Addr {
+    Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo))
+}
+
 fn v6_forbidden(ip: Ipv6Addr) -> bool {
-    if let Some(v4) = ip.to_ipv4_mapped() {
+    if ip.is_unspecified() || ip.is_loopback() {
+        return true;
+    }
+    let s = ip.segments();
+    // Addresses that carry an IPv4 address, by the IPv4 rules: mapped (::ffff:a.b.c.d),
+    // compatible (::a.b.c.d), SIIT (::ffff:0:a.b.c.d), NAT64 (64:ff9b::/96 and the local
+    // 64:ff9b:1::/48) in their last 32 bits, and 6to4 (2002::/16) in bits 16 to 48.
+    if let Some(v4) = ip.to_ipv4() {
         return v4_forbidden(v4);
     }
-    let segments = ip.segments();
-    // NAT64 (64:ff9b::/96) reaches the IPv4 address in its last 32 bits.
-    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        let [.., hi, lo] = segments;
-        return v4_forbidden(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)));
+    if s[..6] == [0, 0, 0, 0, 0xffff, 0] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return v4_forbidden(v4_of(s[6], s[7]));
     }
-    ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_multicast()
+    if s[..3] == [0x64, 0xff9b, 1] {
+        return true;
+    }
+    if s[0] == 0x2002 {
+        return v4_forbidden(v4_of(s[1], s[2]));
+    }
+    ip.is_multicast()
         || ip.is_unique_local()
         || ip.is_unicast_link_local()
-        // Site-local (deprecated, still routed inside some networks) and documentation.
-        || (segments[0] & 0xffc0) == 0xfec0
-        || (segments[0] == 0x2001 && segments[1] == 0x0db8)
+        // Site-local (deprecated, still routed inside some networks), documentation,
+        // Teredo (2001::/32, which tunnels to an IPv4 address) and discard (100::/64).
+        || (s[0] & 0xffc0) == 0xfec0
+        || (s[0] == 0x2001 && (s[1] == 0x0db8 || s[1] == 0))
+        || s[..4] == [0x100, 0, 0, 0]
 }
 
 impl Guard {
@@ -100,18 +114,17 @@ impl Guard {
             None => return Err(invalid("has no host")),
             Some(Host::Ipv4(ip)) => vec![IpAddr::V4(ip)],
             Some(Host::Ipv6(ip)) => vec![IpAddr::V6(ip)],
+            // A name that does not resolve is refused like one that resolves inward, and
+            // neither answer names an address: the operator's DNS is not for tenants to map.
             Some(Host::Domain(name)) => tokio::net::lookup_host((name, port))
                 .await
-                .map_err(|err| invalid(&format!("`{name}` does not resolve: {err}")))?
-                .map(|addr| addr.ip())
-                .collect(),
+                .map(|found| found.map(|addr| addr.ip()).collect())
+                .unwrap_or_default(),
         };
-        if addresses.is_empty() {
-            return Err(invalid("the host has no address"));
-        }
-        if let Some(ip) = addresses.iter().find(|ip| !self.permits(**ip)) {
+        if addresses.is_empty() || addresses.iter().any(|ip| !self.permits(*ip)) {
             return Err(ApiError::PushEndpointForbidden(format!(
-                "{} reaches {ip}, a loopback, private, link-local or reserved address",
+                "{} does not resolve, or resolves to an address pushes may not reach \
+                 (loopback, private, link-local or reserved)",
                 url.host_str().unwrap_or_default()
             )));
         }
@@ -147,10 +160,10 @@ impl Resolve for Guard {
                 .filter(|addr| guard.permits(addr.ip()))
                 .collect();
             if permitted.is_empty() {
-                return Err(format!(
-                    "`{host}` resolves only to addresses pushes may not reach ({found:?})"
-                )
-                .into());
+                // The delivery log shows this to the tenant: no addresses in it.
+                return Err(
+                    format!("`{host}` resolves only to addresses pushes may not reach").into(),
+                );
             }
             let addrs: Addrs = Box::new(permitted.into_iter());
             Ok(addrs)
@@ -191,6 +204,14 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a00:1",
+            "::127.0.0.1",
+            "::169.254.169.254",
+            "::ffff:0:10.0.0.1",
+            "2002:a00:1::1",
+            "2002:7f00:1::1",
+            "2001:0:4136:e378::1",
+            "100::1",
             "2001:db8::1",
             "ff02::1",
         ] {
@@ -201,6 +222,7 @@ mod tests {
             "8.8.8.8",
             "2606:4700::1111",
             "64:ff9b::808:808",
+            "2002:808:808::1",
         ] {
             assert!(guard.permits(ip(public)), "{public} should be allowed");
         }
@@ -240,7 +262,7 @@ mod tests {
                 "push_endpoint_forbidden",
             ),
             ("http://0x7f000002/", "push_endpoint_forbidden"),
-            ("http://name.invalid/", "invalid_push_endpoint"),
+            ("http://name.invalid/", "push_endpoint_forbidden"),
         ] {
             let err = guard.check_endpoint(endpoint).await.unwrap_err();
             assert_eq!(code(err), expected, "{endpoint}");

@@ -38,6 +38,8 @@ use crate::{Background, Messaging, log_error};
 use self::guard::Guard;
 use self::request::Origin;
 
+/// Most of an endpoint's answer body that is read.
+const MAX_ANSWER_BYTES: usize = 64 << 10;
 /// Attempts the delivery log keeps per subscription.
 const KEPT_ATTEMPTS: i64 = 200;
 /// How often a worker rereads its subscription (to notice a delete), and the longest it
@@ -132,6 +134,9 @@ async fn work(background: &Background, id: &str) -> Result<(), ApiError> {
     let mut read_at = tokio::time::Instant::now();
     let mut permits = Arc::new(Semaphore::new(0));
     let settled = Arc::new(Notify::new());
+    let nudged = background.deliveries.nudges(id);
+    // Watched from the start, so no message appended between a take and a wait is missed.
+    let mut watches = Vec::new();
     loop {
         let Some(messaging) = background.upgrade() else {
             return Ok(());
@@ -148,6 +153,14 @@ async fn work(background: &Background, id: &str) -> Result<(), ApiError> {
                 };
                 if sub.is_none() {
                     permits = Arc::new(Semaphore::new(push.max_concurrency as usize));
+                    for partition in 0..row.topic.topic.partition_count {
+                        let log = messaging
+                            .logs
+                            .partition(&row.topic.id, partition)
+                            .await
+                            .map_err(log_error)?;
+                        watches.push(log.watch());
+                    }
                 }
                 read_at = tokio::time::Instant::now();
                 let row = Arc::new(row);
@@ -166,7 +179,12 @@ async fn work(background: &Background, id: &str) -> Result<(), ApiError> {
         }
         let taken = take(&messaging, &current, free).await?;
         if taken.is_empty() {
-            wait_for_work(messaging, &current, &settled).await?;
+            let wake = Wake {
+                settled: &settled,
+                nudged: &nudged,
+                watches: &mut watches,
+            };
+            wait_for_work(messaging, &current, wake).await?;
             continue;
         }
         for one in taken {
@@ -184,23 +202,24 @@ async fn work(background: &Background, id: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Waits for a new message, a settled delivery of this worker, or the next retry that is
-/// due (rereading the subscription at least every [`RELOAD`]); without holding the service
-/// open while it waits.
+/// What ends a worker's wait.
+struct Wake<'a> {
+    /// A delivery of this worker was settled (perhaps to be retried soon).
+    settled: &'a Notify,
+    /// Dead letters were redriven.
+    nudged: &'a Notify,
+    /// The partitions' high-water offsets.
+    watches: &'a mut Vec<tokio::sync::watch::Receiver<u64>>,
+}
+
+/// Waits for a new message, a settled delivery of this worker, a redrive, or the next
+/// retry that is due (rereading the subscription at least every [`RELOAD`]); without
+/// holding the service open while it waits.
 async fn wait_for_work(
     messaging: Messaging,
     sub: &SubscriptionRow,
-    settled: &Notify,
+    wake: Wake<'_>,
 ) -> Result<(), ApiError> {
-    let mut watches = Vec::new();
-    for partition in 0..sub.topic.topic.partition_count {
-        let log = messaging
-            .logs
-            .partition(&sub.topic.id, partition)
-            .await
-            .map_err(log_error)?;
-        watches.push(log.watch());
-    }
     let next_due: Option<i64> = sqlx::query(
         "SELECT MIN(visible_at) AS due FROM subscription_messages WHERE subscription_id = $1 \
          AND state < 2",
@@ -213,10 +232,16 @@ async fn wait_for_work(
         Duration::from_millis((due - now_millis()).clamp(0, RELOAD.as_millis() as i64) as u64)
     });
     drop(messaging);
-    let changed = futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+    if wake.watches.is_empty() {
+        tokio::time::sleep(wait).await;
+        return Ok(());
+    }
+    let changed =
+        futures::future::select_all(wake.watches.iter_mut().map(|w| Box::pin(w.changed())));
     tokio::select! {
         _ = changed => {}
-        () = settled.notified() => {}
+        () = wake.settled.notified() => {}
+        () = wake.nudged.notified() => {}
         () = tokio::time::sleep(wait) => {}
     }
     Ok(())
@@ -290,9 +315,12 @@ async fn send(pusher: &Pusher, sub: &SubscriptionRow, taken: &Taken) -> Outcome 
         topic: &sub.topic.topic.name,
         subscription: &sub.subscription.name,
     };
-    let secret = sub.push_secret.as_deref().unwrap_or_default();
+    let secret = sub.push_secret.as_ref().map_or("", |s| s.expose());
     let (headers, body) = request::build(&origin, taken, secret, now_millis() / 1000);
-    let timeout = Duration::from_secs(sub.subscription.ack_deadline_seconds);
+    // The answer must come while the lease still holds, or a 2xx could not acknowledge.
+    let deadline = Duration::from_secs(sub.subscription.ack_deadline_seconds);
+    let timeout = deadline
+        .saturating_sub((deadline / 10).clamp(Duration::from_millis(100), Duration::from_secs(5)));
     let sent = pusher
         .client
         .post(url)
@@ -313,8 +341,16 @@ async fn send(pusher: &Pusher, sub: &SubscriptionRow, taken: &Taken) -> Outcome 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok())
         .map(|seconds| seconds.max(0) * 1000);
-    // The body is read (and dropped) so the connection can be reused; its time counts.
-    let _ = response.bytes().await;
+    // Some of the body is read (and dropped) so a short answer's connection can be reused;
+    // a long one is cut off rather than held in memory.
+    let mut response = response;
+    let mut read = 0;
+    while read < MAX_ANSWER_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => read += chunk.len(),
+            _ => break,
+        }
+    }
     Outcome {
         status: Some(status.as_u16()),
         error: (!status.is_success()).then(|| format!("the endpoint answered {status}")),
