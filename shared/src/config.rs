@@ -134,6 +134,9 @@ pub struct Config {
     /// private or link-local, such as `["10.1.0.0/16"]` for functions on the operator's own
     /// network (`PLINTH_MESSAGING_PUSH_ALLOW`); none by default.
     pub messaging_push_allow: Vec<String>,
+    /// Replicas of each Kafka topic the Kafka backend creates; -1 takes the brokers'
+    /// `default.replication.factor` (`PLINTH_MESSAGING_KAFKA_REPLICATION`).
+    pub messaging_kafka_replication: i32,
     /// How long a producer's `message_id` is remembered per topic: a message published again
     /// with it within this time is not stored twice (`PLINTH_MESSAGING_DEDUP_WINDOW`).
     #[serde(with = "humantime_serde")]
@@ -204,6 +207,7 @@ impl Default for Config {
             messaging_max_partitions: 64,
             messaging_segment_bytes: 64 * 1024 * 1024,
             messaging_push_allow: Vec::new(),
+            messaging_kafka_replication: -1,
             messaging_dedup_window: Duration::from_secs(5 * 60),
             admin_token: None,
             admin_token_file: None,

@@ -37,6 +37,9 @@ struct Inner {
     rate_limits: RateLimits,
     /// Turns true when the server starts shutting down.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Held (shared) by background work that uses the store; the shutdown takes it whole
+    /// before closing the store.
+    busy: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// The shared state of a Plinth process: configuration, metadata store, auth, quotas,
@@ -148,6 +151,7 @@ impl Shared {
             usage: Usage::new(store.clone()),
             rate_limits: RateLimits::default(),
             stopping: tokio::sync::watch::Sender::new(false),
+            busy: Arc::default(),
             auth,
             store,
             config,
@@ -192,13 +196,36 @@ impl Shared {
         self.0.stopping.send_replace(true);
     }
 
+    /// Lets background work (a relay round, settling a push) finish before a graceful
+    /// shutdown closes the store: hold the guard while working. `None` once the shutdown
+    /// has begun: start nothing new.
+    pub async fn hold_open(&self) -> Option<tokio::sync::OwnedRwLockReadGuard<()>> {
+        if *self.0.stopping.borrow() {
+            return None;
+        }
+        let guard = self.0.busy.clone().read_owned().await;
+        (!*self.0.stopping.borrow()).then_some(guard)
+    }
+
     /// Watches for [`Shared::begin_shutdown`].
     pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
         self.0.stopping.subscribe()
     }
 
-    /// Flushes usage and closes the store: the last step of a graceful shutdown.
+    /// Waits (up to the shutdown grace) for background work holding the store open, then
+    /// flushes usage and closes the store: the last step of a graceful shutdown.
     pub async fn shutdown(&self) {
+        self.begin_shutdown();
+        let grace = self.0.config.shutdown_grace;
+        if tokio::time::timeout(grace, self.0.busy.write())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?grace,
+                "background work still running at shutdown; closing the store"
+            );
+        }
         if let Err(err) = self.0.usage.flush().await {
             tracing::error!(error = %err, "usage could not be flushed at shutdown");
         }

@@ -19,6 +19,9 @@ use crate::store::Store;
 /// The variable naming the PostgreSQL server tests use.
 pub const POSTGRES_ENV: &str = "PLINTH_TEST_POSTGRES_URL";
 
+/// The variable naming the Kafka-compatible brokers (`HOST:PORT,...`) tests use.
+pub const KAFKA_ENV: &str = "PLINTH_TEST_KAFKA_BROKERS";
+
 /// The variable naming the S3 endpoint tests use; its access key and secret come from
 /// `PLINTH_TEST_S3_ACCESS_KEY_ID` and `PLINTH_TEST_S3_SECRET_ACCESS_KEY`, its bucket from
 /// `PLINTH_TEST_S3_BUCKET` (default `plinth-test`).
@@ -139,6 +142,28 @@ impl TestBackend {
         Some((backend, s3))
     }
 
+    /// SQLite metadata with messages on the Kafka-compatible broker of
+    /// `PLINTH_TEST_KAFKA_BROKERS`, or `None` (after saying so on stderr) without one. Each
+    /// test's topics have their own Kafka topics, so tests share the broker.
+    pub fn kafka() -> Option<TestBackend> {
+        let Ok(brokers) = std::env::var(KAFKA_ENV) else {
+            static SAID: Once = Once::new();
+            SAID.call_once(|| {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "NOTE: the Kafka message log was not tested: set {KAFKA_ENV} to run these tests on it"
+                );
+            });
+            return None;
+        };
+        let mut backend = TestBackend::sqlite();
+        backend.name = "kafka";
+        backend.config.messaging_url = Some(format!("kafka://{brokers}"));
+        // One broker: one replica.
+        backend.config.messaging_kafka_replication = 1;
+        Some(backend)
+    }
+
     fn with(dir: TempDir, name: &'static str, database_url: String) -> TestBackend {
         let admin_token = format!("test-admin-{}", random_hex(16));
         let config = Config {
@@ -202,6 +227,26 @@ macro_rules! all_backend_tests {
     ($($name:ident),* $(,)?) => {
         $crate::backend_tests!($($name),*);
         $crate::s3_tests!($($name),*);
+    };
+}
+
+/// Makes one test per scenario on SQLite and PostgreSQL metadata with the embedded log
+/// ([`backend_tests!`]) and on the Kafka message log (`mod kafka { fn NAME }`, with SQLite
+/// metadata; each passes after saying so when no broker is configured), from one list.
+#[macro_export]
+macro_rules! log_backend_tests {
+    ($($name:ident),* $(,)?) => {
+        $crate::backend_tests!($($name),*);
+        mod kafka {
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(backend) = $crate::testkit::TestBackend::kafka() {
+                        super::$name(backend).await;
+                    }
+                }
+            )*
+        }
     };
 }
 

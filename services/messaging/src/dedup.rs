@@ -24,7 +24,7 @@ use crate::topics::TopicRow;
 
 /// How long a claim holds before another publish may take the id over.
 const CLAIM_MS: i64 = 60_000;
-/// How long a publish waits for another one's claim on the same id to finish.
+/// How long a publish waits for other publishes' claims on its ids to finish.
 const WAIT_FOR_CLAIM: Duration = Duration::from_secs(5);
 
 /// What the ids of a batch found.
@@ -91,8 +91,10 @@ pub(crate) async fn claim(
         }
     }
     tx.commit().await?;
+    // One wait for the whole batch, not one per id.
+    let give_up = tokio::time::Instant::now() + WAIT_FOR_CLAIM;
     for (id, index) in contested {
-        match contest(messaging, topic_id, id).await {
+        match contest(messaging, topic_id, id, give_up).await {
             Ok(Some(published)) => seen.duplicates[index] = Some(Dup::Stored(published)),
             Ok(None) => seen.claimed.push((id.to_owned(), index)),
             Err(err) => {
@@ -110,9 +112,9 @@ async fn contest(
     messaging: &Messaging,
     topic_id: &str,
     id: &str,
+    give_up: tokio::time::Instant,
 ) -> Result<Option<Published>, ApiError> {
     let pool = messaging.shared.store().pool();
-    let give_up = tokio::time::Instant::now() + WAIT_FOR_CLAIM;
     loop {
         let now = now_millis();
         let row = sqlx::query(

@@ -528,9 +528,10 @@ async fn new_messages(
             .partition(&sub.topic.id, partition)
             .await
             .map_err(log_error)?;
-        starts.push(log.start());
-        *cursor = (*cursor).max(log.start());
-        if fresh.len() >= max || *cursor >= log.high_water() {
+        let (start, end) = log.bounds().await.map_err(log_error)?;
+        starts.push(start);
+        *cursor = (*cursor).max(start);
+        if fresh.len() >= max || *cursor >= end {
             continue;
         }
         let records = log
@@ -743,7 +744,8 @@ pub(crate) async fn settle(
             .partition(&sub.topic.id, partition)
             .await
             .map_err(log_error)?;
-        advance_committed(&mut tx, &sub.id, partition, log.start(), redriven).await?;
+        let start = log.bounds().await.map_err(log_error)?.0;
+        advance_committed(&mut tx, &sub.id, partition, start, redriven).await?;
     }
     tx.commit().await?;
     if !matches!(how, Settle::Extend { .. }) {

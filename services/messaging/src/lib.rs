@@ -17,9 +17,11 @@
 //!
 //! Still to come, part of issue #4: the Kafka backend.
 
+pub mod backend;
 pub mod dead_letters;
 mod dedup;
 pub mod delivery;
+pub mod kafka;
 pub mod log;
 pub mod logs;
 pub mod message;
@@ -44,6 +46,8 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::backend::Logs;
+use crate::kafka::KafkaLogs;
 use crate::log::LogConfig;
 use crate::logs::FileLogs;
 
@@ -51,7 +55,7 @@ use crate::logs::FileLogs;
 #[derive(Clone, Debug)]
 pub struct Messaging {
     shared: Shared,
-    logs: Arc<FileLogs>,
+    logs: Arc<Logs>,
     /// Spreads keyless messages over partitions in turn.
     round_robin: Arc<AtomicU64>,
     /// Where each subscription's fetching stands.
@@ -60,12 +64,23 @@ pub struct Messaging {
     push: Arc<push::Pusher>,
 }
 
+/// See [`Messaging::open_handle`].
+#[derive(Clone, Debug)]
+pub struct OpenHandle(Weak<Logs>);
+
+impl OpenHandle {
+    /// Whether any clone of the service is still alive.
+    pub fn is_open(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+}
+
 /// The service as its background tasks hold it: without keeping the message log open, so
 /// that dropping the service closes it (and frees its lock) and ends the tasks.
 #[derive(Clone, Debug)]
 pub(crate) struct Background {
     shared: Shared,
-    logs: Weak<FileLogs>,
+    logs: Weak<Logs>,
     round_robin: Arc<AtomicU64>,
     deliveries: Arc<delivery::Deliveries>,
     push: Arc<push::Pusher>,
@@ -106,14 +121,12 @@ impl Messaging {
                 let config = LogConfig {
                     segment_bytes: shared.config().messaging_segment_bytes,
                 };
-                FileLogs::open(&dir, config).await?
+                Logs::File(FileLogs::open(&dir, config).await?)
             }
-            // TODO(#4): the Kafka backend.
-            MessagingBackend::Kafka(_) => {
-                return Err(std::io::Error::other(
-                    "the Kafka messaging backend is not in this build yet; use file://",
-                ));
-            }
+            MessagingBackend::Kafka(brokers) => Logs::Kafka(
+                KafkaLogs::connect(&brokers, shared.config().messaging_kafka_replication)
+                    .map_err(std::io::Error::other)?,
+            ),
         };
         let guard = push::guard::Guard::new(
             shared
@@ -138,6 +151,12 @@ impl Messaging {
         Ok(messaging)
     }
 
+    /// Tells whether this service's message log is still open, in any clone of it: a
+    /// stopped server has let go of it once every request and task holding it is done.
+    pub fn open_handle(&self) -> OpenHandle {
+        OpenHandle(Arc::downgrade(&self.logs))
+    }
+
     /// The service for a background task to hold.
     pub(crate) fn background(&self) -> Background {
         Background {
@@ -156,7 +175,9 @@ impl Messaging {
 pub(crate) fn log_error(err: log::LogError) -> plinth_shared::ApiError {
     use plinth_shared::ApiError;
     match err {
-        log::LogError::Failed | log::LogError::Closed => ApiError::Unavailable(err.into()),
+        log::LogError::Failed | log::LogError::Closed | log::LogError::Backend(_) => {
+            ApiError::Unavailable(err.into())
+        }
         // The topic was deleted while the request was on its way.
         log::LogError::NoSuchLog(_) => ApiError::TopicNotFound("(deleted)".into()),
         log::LogError::Io(_)

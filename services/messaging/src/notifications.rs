@@ -248,8 +248,12 @@ pub(crate) async fn relay(background: Background) {
         let Some(messaging) = background.upgrade() else {
             return;
         };
+        // A round that has begun ends before a graceful shutdown closes the store.
+        let Some(working) = messaging.shared.hold_open().await else {
+            return;
+        };
         let relayed = messaging.relay_object_events().await;
-        drop(messaging);
+        drop((working, messaging));
         let pause = match relayed {
             Ok(n) if n as i64 == BATCH => Duration::ZERO,
             Ok(_) => Duration::from_millis(250),

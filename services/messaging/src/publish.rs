@@ -286,8 +286,8 @@ pub(crate) async fn append_stored(
         let topic_id = topic.id.clone();
         async move {
             let log = messaging.logs.partition(&topic_id, partition).await?;
-            let appended = log.append(payloads).await?;
-            Ok::<_, LogError>((partition, indexes, appended.first_offset))
+            let offsets = log.append(payloads).await?;
+            Ok::<_, LogError>((partition, indexes, offsets))
         }
     });
     let mut published = vec![
@@ -299,11 +299,11 @@ pub(crate) async fn append_stored(
         messages.len()
     ];
     for result in futures::future::join_all(appends).await {
-        let (partition, indexes, first) = result.map_err(log_error)?;
-        for (n, index) in indexes.into_iter().enumerate() {
+        let (partition, indexes, offsets) = result.map_err(log_error)?;
+        for (index, offset) in indexes.into_iter().zip(offsets) {
             published[index] = Published {
                 partition,
-                offset: first + n as u64,
+                offset,
                 duplicate: false,
             };
         }
@@ -383,7 +383,7 @@ pub async fn read_partition(
             .offset_for_time((time.unix_timestamp_nanos() / 1_000_000) as i64)
             .await
             .map_err(log_error)?,
-        (None, None) => log.start(),
+        (None, None) => log.bounds().await.map_err(log_error)?.0,
     };
     let records = log
         .read(from, limit, 4 << 20)

@@ -8,6 +8,7 @@ use plinth_shared::ids::now_millis;
 use plinth_shared::{ApiError, Shared};
 use sqlx::Row;
 
+use crate::backend::Logs;
 use crate::logs::FileLogs;
 use crate::{Messaging, log_error};
 
@@ -22,7 +23,11 @@ impl Messaging {
     ///
     /// Returns the metadata store's or the log's failure.
     pub async fn apply_retention(&self) -> Result<usize, ApiError> {
-        apply(&self.shared, &self.logs).await
+        match self.logs.file() {
+            Some(logs) => apply(&self.shared, logs).await,
+            // Kafka applies the topics' retention configs itself.
+            None => Ok(0),
+        }
     }
 }
 
@@ -62,7 +67,7 @@ async fn apply(shared: &Shared, logs: &FileLogs) -> Result<usize, ApiError> {
 
 /// Runs [`Messaging::apply_retention`] every [`SWEEP_EVERY`] until the logs are closed (it
 /// holds them only while it works, so it never keeps their lock alive).
-pub(crate) async fn sweep(shared: Shared, logs: Weak<FileLogs>) {
+pub(crate) async fn sweep(shared: Shared, logs: Weak<Logs>) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -70,7 +75,12 @@ pub(crate) async fn sweep(shared: Shared, logs: Weak<FileLogs>) {
         let Some(logs) = logs.upgrade() else {
             return;
         };
-        match apply(&shared, &logs).await {
+        let applied = match logs.file() {
+            Some(file) => apply(&shared, file).await,
+            None => Ok(0),
+        };
+        drop(logs);
+        match applied {
             Ok(0) => {}
             Ok(deleted) => tracing::debug!(deleted, "log segments past retention deleted"),
             Err(err) => tracing::warn!(error = %err, "retention sweep failed"),

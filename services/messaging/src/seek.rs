@@ -67,7 +67,7 @@ pub async fn seek(
                 .partition(&sub.topic.id, partition)
                 .await
                 .map_err(log_error)?;
-            let (start, end) = (log.start(), log.high_water());
+            let (start, end) = log.bounds().await.map_err(log_error)?;
             if !(start..=end).contains(&offset) {
                 return Err(ApiError::OffsetOutOfRange {
                     partition,

@@ -286,8 +286,8 @@ pub async fn create_subscription(
                 .offset_for_time((time.unix_timestamp_nanos() / 1_000_000) as i64)
                 .await
                 .map_err(log_error)?,
-            (None, StartPosition::Earliest) => log.start(),
-            (None, StartPosition::Latest) => log.high_water(),
+            (None, StartPosition::Earliest) => log.bounds().await.map_err(log_error)?.0,
+            (None, StartPosition::Latest) => log.bounds().await.map_err(log_error)?.1,
         };
         starts.push(start);
     }

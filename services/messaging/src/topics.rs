@@ -13,6 +13,7 @@ use plinth_types::{ErrorBody, Scope};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use crate::kafka::Retention;
 use crate::names::TopicName;
 use crate::{Messaging, log_error};
 
@@ -153,6 +154,14 @@ fn within_ceiling(asked: Option<u64>, ceiling: Option<u64>) -> Result<Option<u64
 }
 
 /// A retention setting as stored: `0` (or nothing) means none.
+/// A topic's retention as Kafka's topic configs take it.
+fn kafka_retention(seconds: Option<i64>, bytes: Option<i64>) -> Retention {
+    Retention {
+        max_age_ms: seconds.map(|s| s.max(0) as u64 * 1000),
+        max_bytes: bytes.map(|b| b.max(0) as u64),
+    }
+}
+
 fn retention(value: Option<u64>, field: &str) -> Result<Option<i64>, ApiError> {
     match value {
         None | Some(0) => Ok(None),
@@ -212,7 +221,11 @@ pub async fn create_topic(
     let id = new_id("tpc");
     messaging
         .logs
-        .create_topic(&id, partitions)
+        .create_topic(
+            &id,
+            partitions,
+            kafka_retention(retention_seconds, retention_bytes),
+        )
         .await
         .map_err(log_error)?;
     let created = insert_topic(
@@ -339,10 +352,11 @@ pub async fn get_topic(
             .partition(&row.id, partition)
             .await
             .map_err(log_error)?;
+        let (start, end) = log.bounds().await.map_err(log_error)?;
         partitions.push(PartitionInfo {
             partition,
-            start_offset: log.start(),
-            end_offset: log.high_water(),
+            start_offset: start,
+            end_offset: end,
         });
     }
     Ok(Json(Topic {
@@ -396,6 +410,11 @@ pub async fn update_topic(
     .bind(&current.id)
     .execute(&mut *tx)
     .await?;
+    messaging
+        .logs
+        .update_retention(&current.id, kafka_retention(seconds, bytes))
+        .await
+        .map_err(log_error)?;
     let row = get_topic_row(&mut tx, project_id, &name).await?;
     tx.commit().await?;
 
@@ -442,7 +461,7 @@ pub async fn delete_topic(
         .logs
         .delete_topic(&row.id)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(log_error)?;
     tracing::info!(project_id, topic = %name.as_str(), "topic deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -74,6 +74,9 @@ pub enum LogError {
     /// No log exists for this topic (it was deleted, or never made).
     #[error("no log for topic {0}")]
     NoSuchLog(String),
+    /// The Kafka backend's failure (a broker unreachable, a refused request).
+    #[error("kafka: {0}")]
+    Backend(String),
     /// The file system's error.
     #[error(transparent)]
     Io(#[from] io::Error),

@@ -267,7 +267,8 @@ async fn deliver(
     let outcome = send(&background.push, &sub, &taken).await;
     let latency_ms = started.elapsed().as_millis() as i64;
     drop(permit);
-    if let Some(messaging) = background.upgrade() {
+    let working = background.shared.hold_open().await;
+    if let (Some(messaging), Some(_working)) = (background.upgrade(), working) {
         let how = match (outcome.error.is_none(), outcome.retry_after_ms) {
             (true, _) => Settle::Ack,
             (false, Some(ms)) => Settle::Nack {

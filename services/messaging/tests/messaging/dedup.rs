@@ -174,7 +174,7 @@ async fn an_id_is_forgotten_after_the_window(mut backend: TestBackend) {
     assert_eq!(later, [json!({"partition": 0, "offset": 1})]);
 }
 
-plinth_shared::backend_tests!(
+plinth_shared::log_backend_tests!(
     a_message_id_is_stored_once_within_the_window,
     concurrent_retries_of_one_message_store_it_once,
     an_id_is_forgotten_after_the_window,

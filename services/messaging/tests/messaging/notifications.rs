@@ -332,7 +332,7 @@ async fn notifications_are_private_and_checked(backend: TestBackend) {
     assert_eq!(listed, json!([]));
 }
 
-plinth_shared::backend_tests!(
+plinth_shared::log_backend_tests!(
     object_events_reach_their_topics_through_restarts,
     notifications_are_private_and_checked,
 );

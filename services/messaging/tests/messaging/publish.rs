@@ -318,7 +318,7 @@ async fn bad_input_is_refused_and_stores_nothing(mut backend: TestBackend) {
     );
 }
 
-plinth_shared::backend_tests!(
+plinth_shared::log_backend_tests!(
     published_messages_read_back_by_offset_key_and_time,
     bad_input_is_refused_and_stores_nothing,
 );

@@ -410,7 +410,7 @@ async fn push_endpoints_on_the_operators_network_are_refused(backend: TestBacken
     );
 }
 
-plinth_shared::backend_tests!(
+plinth_shared::log_backend_tests!(
     a_push_is_retried_with_backoff_until_the_endpoint_takes_it,
     a_failing_push_is_dead_lettered_and_redriven,
     pushes_in_flight_stay_within_the_concurrency_limit,

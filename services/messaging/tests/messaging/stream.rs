@@ -199,4 +199,4 @@ async fn a_stream_delivers_within_its_in_flight_bound(backend: TestBackend) {
     drop((events, server));
 }
 
-plinth_shared::backend_tests!(a_stream_delivers_within_its_in_flight_bound);
+plinth_shared::log_backend_tests!(a_stream_delivers_within_its_in_flight_bound);

@@ -654,7 +654,7 @@ async fn seeking_replays_or_skips(backend: TestBackend) {
     }
 }
 
-plinth_shared::backend_tests!(
+plinth_shared::log_backend_tests!(
     seeking_replays_or_skips,
     an_unacked_delivery_comes_back_after_its_lease,
     a_nack_redelivers_after_its_delay_and_extend_keeps_a_lease,
