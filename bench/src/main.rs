@@ -6,6 +6,8 @@
 //! single-threaded runtime, so wall time per request is CPU time per request and the network
 //! adds no noise. Rounds alternate between the variants; the median round is reported.
 
+mod messaging;
+mod process;
 mod storage;
 
 use std::path::PathBuf;
@@ -56,6 +58,18 @@ struct Args {
     /// round is reported.
     #[arg(long, default_value_t = 3)]
     cell_rounds: usize,
+    /// The `nats-server` binary (messaging).
+    #[arg(long, default_value = "nats-server")]
+    nats: PathBuf,
+    /// The `redis-server` binary (messaging).
+    #[arg(long, default_value = "redis-server")]
+    redis: PathBuf,
+    /// Seconds each messaging cell runs per system.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Seconds of each system's messaging latency run.
+    #[arg(long, default_value_t = 5)]
+    latency_seconds: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -64,6 +78,9 @@ enum Bench {
     Auth,
     /// Object PUT and GET against nginx and SeaweedFS.
     Storage,
+    /// Publish throughput and publish-to-delivery latency against NATS JetStream and Redis
+    /// Streams.
+    Messaging,
 }
 
 /// Requests per variant before the benchmark switches to the next one.
@@ -203,6 +220,17 @@ fn main() -> anyhow::Result<()> {
             // The client needs more than one thread to keep 64 requests in flight.
             let runtime = tokio::runtime::Runtime::new().context("start the runtime")?;
             runtime.block_on(storage::run(&binaries))
+        }
+        Bench::Messaging => {
+            let setup = messaging::Setup {
+                plinth: args.plinth.clone(),
+                nats: args.nats.clone(),
+                redis: args.redis.clone(),
+                seconds: args.seconds,
+                latency_seconds: args.latency_seconds,
+            };
+            let runtime = tokio::runtime::Runtime::new().context("start the runtime")?;
+            runtime.block_on(messaging::run(&setup))
         }
     }
 }

@@ -7,14 +7,16 @@
 //! client's cost is the same for each. SeaweedFS runs without credentials (its anonymous
 //! mode), so it does no signature check, where Plinth authenticates every request.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
+
+use crate::process::{Process, free_port, wait_until_up};
 use serde_json::{Value, json};
 
 /// Object sizes measured, with their labels.
@@ -33,46 +35,6 @@ pub(crate) struct Binaries {
     pub(crate) only: Option<String>,
     /// Rounds per cell and system; the median is reported.
     pub(crate) rounds: usize,
-}
-
-/// A running server process, stopped when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Returns a loopback port that is free, and whose + 10000 twin is free too (SeaweedFS
-/// takes that one for gRPC). Calls walk upwards from a point set by the process id, so
-/// concurrent runs and consecutive calls do not collide.
-fn free_port() -> anyhow::Result<u16> {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let start = 20000 + std::process::id() % 9000;
-    for _ in 0..1000 {
-        let port = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 10000 + 20000;
-        let port = u16::try_from(port)?;
-        let both = [port, port + 10000]
-            .iter()
-            .all(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok());
-        if both {
-            return Ok(port);
-        }
-    }
-    bail!("no free port pair")
-}
-
-async fn wait_until_up(url: &str) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if http.get(url).send().await.is_ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("{url} did not come up")
 }
 
 /// One system under test: where objects go, and how to authenticate.
@@ -195,27 +157,7 @@ async fn start_plinth(
     binaries: &Binaries,
     dir: &Path,
 ) -> anyhow::Result<(Process, String, String)> {
-    let port = free_port()?;
-    let admin = format!("bench-admin-{}", std::process::id()).repeat(2);
-    let mut child = Command::new(&binaries.plinth)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("PLINTH_DATA_DIR", dir)
-        .env("PLINTH_ADMIN_TOKEN", &admin)
-        .env("PLINTH_LOG_LEVEL", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("start {}", binaries.plinth.display()))?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let process = Process(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        let line = lines.next().context("plinth exited")??;
-        if let Some(url) = line.strip_prefix("plinth listening on ") {
-            break url.to_owned();
-        }
-    };
-    // Keep reading what the server prints, so that a full pipe never stalls it.
-    std::thread::spawn(move || lines.for_each(drop));
+    let (process, url, admin) = crate::process::start_plinth(&binaries.plinth, dir, &[]).await?;
     let http = reqwest::Client::new();
     let post = |path: &str, token: &str, body: Value| {
         http.post(format!("{url}{path}"))
@@ -395,7 +337,7 @@ async fn two_gib_rss(plinth: &Process, target: &Target) -> anyhow::Result<u64> {
         len += piece.len();
     }
     ensure!(len == SIZE, "2 GiB GET gave {len} bytes");
-    peak_rss_of(plinth.0.id())
+    peak_rss_of(plinth.id())
 }
 
 /// Runs the storage benchmark and prints its tables.
