@@ -346,6 +346,12 @@ pub(crate) async fn take(
         append_stored(messaging, dead_letter, messages).await?;
     }
 
+    // Nothing to deliver, settle or delay: no transaction (an idle stream or push worker
+    // looks often).
+    if dead.is_empty() && gone.is_empty() && delayed.is_empty() && live.is_empty() {
+        *cursors = Some(working);
+        return Ok(Vec::new());
+    }
     let deadline = now + (sub.subscription.ack_deadline_seconds * 1000) as i64;
     let mut taken = Vec::with_capacity(live.len());
     let mut settled = BTreeSet::new();

@@ -62,7 +62,20 @@ pub struct Messaging {
     deliveries: Arc<delivery::Deliveries>,
     /// Push delivery's client and workers.
     push: Arc<push::Pusher>,
+    /// Topics and their projects' quotas as publishes last read them.
+    topic_cache: Arc<TopicCache>,
 }
+
+/// Cached topic rows with the quotas in force, by project and topic name, with when they
+/// were read.
+type TopicCache = quick_cache::sync::Cache<
+    (String, String),
+    (
+        std::time::Instant,
+        topics::TopicRow,
+        plinth_types::console::Quotas,
+    ),
+>;
 
 /// See [`Messaging::open_handle`].
 #[derive(Clone, Debug)]
@@ -84,6 +97,7 @@ pub(crate) struct Background {
     round_robin: Arc<AtomicU64>,
     deliveries: Arc<delivery::Deliveries>,
     push: Arc<push::Pusher>,
+    topic_cache: Arc<TopicCache>,
 }
 
 impl Background {
@@ -95,6 +109,7 @@ impl Background {
             round_robin: self.round_robin.clone(),
             deliveries: self.deliveries.clone(),
             push: self.push.clone(),
+            topic_cache: self.topic_cache.clone(),
         })
     }
 }
@@ -141,6 +156,7 @@ impl Messaging {
             round_robin: Arc::new(AtomicU64::new(0)),
             deliveries: Arc::default(),
             push: Arc::new(pusher),
+            topic_cache: Arc::new(quick_cache::sync::Cache::new(10_000)),
         };
         tokio::spawn(retention::sweep(
             messaging.shared.clone(),
@@ -165,6 +181,7 @@ impl Messaging {
             round_robin: self.round_robin.clone(),
             deliveries: self.deliveries.clone(),
             push: self.push.clone(),
+            topic_cache: self.topic_cache.clone(),
         }
     }
 }

@@ -13,6 +13,8 @@ use plinth_types::{ErrorBody, Scope};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use std::time::Instant;
+
 use crate::kafka::Retention;
 use crate::names::TopicName;
 use crate::{Messaging, log_error};
@@ -91,12 +93,40 @@ pub(crate) async fn get_topic_by_id(
 }
 
 /// Reads a topic and the quotas in force for its project in one query: the read path of
-/// every publish.
+/// every publish. The answer is cached per replica for `auth_cache_ttl` (as credentials
+/// are), so a quota or a topic changed elsewhere applies to publishes here within that
+/// time; this process's own changes apply at once.
 ///
 /// # Errors
 ///
 /// Returns `topic_not_found`.
 pub(crate) async fn get_topic_and_quotas(
+    messaging: &Messaging,
+    project_id: &str,
+    name: &TopicName,
+) -> Result<(TopicRow, plinth_types::console::Quotas), ApiError> {
+    let key = (project_id.to_owned(), name.as_str().to_owned());
+    let ttl = messaging.shared.config().auth_cache_ttl;
+    if let Some((read_at, row, quotas)) = messaging.topic_cache.get(&key)
+        && read_at.elapsed() < ttl
+    {
+        return Ok((row, quotas));
+    }
+    let (row, quotas) = read_topic_and_quotas(messaging, project_id, name).await?;
+    messaging
+        .topic_cache
+        .insert(key, (Instant::now(), row.clone(), quotas.clone()));
+    Ok((row, quotas))
+}
+
+/// Forgets what the publish cache holds of a topic this process changed or deleted.
+pub(crate) fn forget_cached(messaging: &Messaging, project_id: &str, name: &TopicName) {
+    messaging
+        .topic_cache
+        .remove(&(project_id.to_owned(), name.as_str().to_owned()));
+}
+
+async fn read_topic_and_quotas(
     messaging: &Messaging,
     project_id: &str,
     name: &TopicName,
@@ -246,6 +276,7 @@ pub async fn create_topic(
             return Err(err);
         }
     };
+    forget_cached(&messaging, project_id, &name);
     tracing::info!(project_id, topic = %name.as_str(), partitions, "topic created");
     Ok((StatusCode::CREATED, Json(row.topic)))
 }
@@ -418,6 +449,7 @@ pub async fn update_topic(
     let row = get_topic_row(&mut tx, project_id, &name).await?;
     tx.commit().await?;
 
+    forget_cached(&messaging, project_id, &name);
     tracing::info!(project_id, topic = %name.as_str(), "topic updated");
     Ok(Json(row.topic))
 }
@@ -462,6 +494,7 @@ pub async fn delete_topic(
         .delete_topic(&row.id)
         .await
         .map_err(log_error)?;
+    forget_cached(&messaging, project_id, &name);
     tracing::info!(project_id, topic = %name.as_str(), "topic deleted");
     Ok(StatusCode::NO_CONTENT)
 }

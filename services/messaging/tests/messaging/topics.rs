@@ -66,6 +66,14 @@ async fn topics_are_created_listed_updated_and_deleted(backend: TestBackend) {
     assert_eq!(updated["retention_seconds"], Value::Null);
     assert_eq!(updated["retention_bytes"], 1048576);
 
+    server
+        .ok(
+            &key,
+            Method::POST,
+            "/topics/orders/messages",
+            Some(json!({"messages": [{"value": "old"}, {"value": "older"}]})),
+        )
+        .await;
     let (status, _) = server
         .call(&key, Method::DELETE, "/topics/orders", None)
         .await;
@@ -95,6 +103,25 @@ async fn topics_are_created_listed_updated_and_deleted(backend: TestBackend) {
         )
         .await;
     assert_eq!(read["messages"], json!([]));
+    // Publishing (whose topic lookups are cached) reaches the new topic, not the old.
+    let published = server
+        .ok(
+            &key,
+            Method::POST,
+            "/topics/orders/messages",
+            Some(json!({"messages": [{"value": "new"}]})),
+        )
+        .await;
+    assert_eq!(published["messages"][0]["offset"], 0);
+    let read = server
+        .ok(
+            &key,
+            Method::GET,
+            "/topics/orders/partitions/0/messages",
+            None,
+        )
+        .await;
+    assert_eq!(read["messages"][0]["value"], "new");
 }
 
 async fn another_project_cannot_reach_a_topic(backend: TestBackend) {
