@@ -58,7 +58,11 @@ enum Client {
     Plinth {
         http: reqwest::Client,
         url: String,
+        /// The `Authorization` header.
         key: String,
+        /// The last body sent, by value and count: built once, so that the client costs
+        /// as little per publish as the peers' clients do.
+        body: Option<(Bytes, usize, Bytes)>,
     },
     Nats(async_nats::jetstream::Context),
     Redis(redis::aio::MultiplexedConnection),
@@ -72,7 +76,8 @@ impl System {
                     .pool_max_idle_per_host(1)
                     .build()?,
                 url: format!("{url}/messaging/v1/topics/bench/messages"),
-                key: key.clone(),
+                key: format!("Bearer {key}"),
+                body: None,
             },
             System::Nats { url } => {
                 Client::Nats(async_nats::jetstream::new(async_nats::connect(url).await?))
@@ -91,13 +96,26 @@ impl Client {
     /// acknowledged.
     async fn publish(&mut self, value: &Bytes, count: usize) -> anyhow::Result<()> {
         match self {
-            Client::Plinth { http, url, key } => {
-                let text = std::str::from_utf8(value)?;
-                let messages: Vec<Value> = (0..count).map(|_| json!({ "value": text })).collect();
+            Client::Plinth {
+                http,
+                url,
+                key,
+                body,
+            } => {
+                let same = matches!(body, Some((v, c, _)) if v == value && *c == count);
+                if !same {
+                    let text = std::str::from_utf8(value)?;
+                    let messages: Vec<Value> =
+                        (0..count).map(|_| json!({ "value": text })).collect();
+                    let json = json!({ "messages": messages }).to_string();
+                    *body = Some((value.clone(), count, Bytes::from(json)));
+                }
+                let payload = body.as_ref().map(|(_, _, b)| b.clone()).unwrap_or_default();
                 let response = http
                     .post(url.as_str())
-                    .bearer_auth(key.as_str())
-                    .json(&json!({ "messages": messages }))
+                    .header("authorization", key.as_str())
+                    .header("content-type", "application/json")
+                    .body(payload)
                     .send()
                     .await?;
                 ensure!(
