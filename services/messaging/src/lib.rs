@@ -2,20 +2,23 @@
 //! auth and quota layer.
 //!
 //! - [`names`]: topic names, validated once.
-//! - [`log`]: the embedded durable log, one per partition (segment files, group commit,
-//!   recovery of a torn tail, retention); [`logs`] keeps every partition's log open.
+//! - [`backend`]: the message log the service runs on, one interface to [`log`] (the
+//!   embedded durable log, one per partition: segment files, group commit, recovery of a
+//!   torn tail, retention; [`logs`] keeps every partition's log open) and to [`kafka`].
 //! - [`message`]: how a message is stored as a log record's payload.
-//! - [`topics`], [`publish`], [`subscriptions`]: the HTTP routes.
+//! - [`topics`], [`publish`], [`subscriptions`]: the HTTP routes; `dedup` drops producer
+//!   retries within the deduplication window.
 //! - [`delivery`]: the delivery state of subscriptions (leases, acks, nacks, redelivery, dead
-//!   letters); [`pull`], [`stream`], [`seek`] and [`dead_letters`] are its routes, and
-//!   [`push`] delivers push subscriptions' messages to their endpoints.
+//!   letters), in the metadata store on either backend; [`pull`], [`stream`], [`seek`] and
+//!   [`dead_letters`] are its routes, and [`push`] delivers push subscriptions' messages to
+//!   their endpoints.
+//! - [`notifications`]: bucket notifications, and the relay of the storage outbox to them.
 //!
 //! A topic is a row in the metadata store; its messages live in the message log. A publish
 //! answers once its messages are durable; a reader only ever sees durable messages.
 //!
-//! - [`notifications`]: bucket notifications, and the relay of the storage outbox to them.
-//!
-//! Still to come, part of issue #4: the Kafka backend.
+//! Still to come, part of issue #4: subscriptions that consume through Kafka consumer groups
+//! (today they track their positions in the metadata store on Kafka too).
 
 pub mod backend;
 pub mod dead_letters;
