@@ -138,11 +138,13 @@ fn lease_id(partition: u32, offset: u64, attempt: u32) -> String {
     format!("{partition}.{offset}.{attempt}.{}", random_hex(8))
 }
 
-fn parse_lease(lease: &str) -> Option<(u32, u64)> {
+/// The partition, offset and attempt a lease id names.
+fn parse_lease_attempt(lease: &str) -> Option<(u32, u64, u32)> {
     let mut parts = lease.split('.');
     let partition = parts.next()?.parse().ok()?;
     let offset = parts.next()?.parse().ok()?;
-    Some((partition, offset))
+    let attempt = parts.next()?.parse().ok()?;
+    Some((partition, offset, attempt))
 }
 
 /// A message's place: subscription, partition, offset.
@@ -672,6 +674,10 @@ pub(crate) enum Settle {
 
 /// Settles deliveries by lease; returns the leases that no longer held (ended, replaced by a
 /// redelivery, already settled, or never issued).
+///
+/// The leases are settled with one statement per attempt number they name (a nack's backoff
+/// depends on it) and per 500 leases: a consumer acking a large batch holds the store's
+/// writer for a few statements rather than two per lease.
 pub(crate) async fn settle(
     messaging: &Messaging,
     sub: &SubscriptionRow,
@@ -680,77 +686,86 @@ pub(crate) async fn settle(
 ) -> Result<Vec<String>, ApiError> {
     let now = now_millis();
     let mut expired = Vec::new();
+    let mut by_attempt: BTreeMap<u32, Vec<(&String, u32, u64)>> = BTreeMap::new();
+    for lease in leases {
+        match parse_lease_attempt(lease) {
+            Some((partition, offset, attempt)) => by_attempt
+                .entry(attempt)
+                .or_default()
+                .push((lease, partition, offset)),
+            None => expired.push(lease.clone()),
+        }
+    }
+    // Where each partition named starts, asked before the transaction (on Kafka it is a
+    // round trip, which must not hold the store's writer).
+    let mut starts = BTreeMap::new();
+    if matches!(how, Settle::Ack) {
+        for (_, partition, _) in by_attempt.values().flatten() {
+            if let std::collections::btree_map::Entry::Vacant(entry) = starts.entry(*partition) {
+                let log = messaging
+                    .logs
+                    .partition(&sub.topic.id, *partition)
+                    .await
+                    .map_err(log_error)?;
+                entry.insert(log.bounds().await.map_err(log_error)?.0);
+            }
+        }
+    }
     let mut acked = BTreeMap::new();
     let mut tx = messaging.shared.store().begin().await?;
-    for lease in leases {
-        let Some((partition, offset)) = parse_lease(lease) else {
-            expired.push(lease.clone());
-            continue;
+    for (attempt, group) in &by_attempt {
+        let (state, visible_at, lease) = match how {
+            Settle::Ack => (ACKED, now, "NULL"),
+            Settle::Nack { delay_ms } => (
+                WAITING,
+                now + delay_ms.unwrap_or_else(|| sub.backoff_ms(*attempt)),
+                "NULL",
+            ),
+            Settle::Extend { by_ms } => (LEASED, now + by_ms, "lease_id"),
         };
-        let at = At {
-            subscription: &sub.id,
-            partition,
-            offset,
-        };
-        let found = sqlx::query(
-            "SELECT attempts, visible_at, published_at FROM subscription_messages \
-             WHERE subscription_id = $1 \
-             AND partition_no = $2 AND offset_no = $3 AND lease_id = $4 AND state = $5 \
-             AND visible_at > $6",
-        )
-        .bind(&sub.id)
-        .bind(i64::from(partition))
-        .bind(offset as i64)
-        .bind(lease)
-        .bind(LEASED)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(found) = found else {
-            expired.push(lease.clone());
-            continue;
-        };
-        let was = Was {
-            state: LEASED,
-            attempts: found.try_get::<i64, _>("attempts")? as u32,
-            visible_at: found.try_get("visible_at")?,
-        };
-        let attempts = was.attempts;
-        let next = match how {
-            Settle::Ack => Now {
-                state: ACKED,
-                attempts,
-                visible_at: now,
-                lease: None,
-            },
-            Settle::Nack { delay_ms } => Now {
-                state: WAITING,
-                attempts,
-                visible_at: now + delay_ms.unwrap_or_else(|| sub.backoff_ms(attempts)),
-                lease: None,
-            },
-            Settle::Extend { by_ms } => Now {
-                state: LEASED,
-                attempts,
-                visible_at: now + by_ms,
-                lease: Some(lease),
-            },
-        };
-        if !change(&mut tx, at, was, next).await? {
-            expired.push(lease.clone());
-        } else if matches!(how, Settle::Ack) {
-            // Only a redriven dead letter keeps its publication time in its row.
-            let redriven = found.try_get::<Option<i64>, _>("published_at")?.is_some();
-            *acked.entry(partition).or_insert(false) |= redriven;
+        for chunk in group.chunks(500) {
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|i| format!("${}", i + 6)).collect();
+            // Only a lease that still holds matches: its row is leased to it, and the lease
+            // has not ended.
+            let sql = format!(
+                "UPDATE subscription_messages SET state = $1, visible_at = $2, lease_id = {lease} \
+                 WHERE subscription_id = $3 AND state = $4 AND visible_at > $5 \
+                 AND lease_id IN ({}) RETURNING partition_no, offset_no, published_at",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(state)
+                .bind(visible_at)
+                .bind(&sub.id)
+                .bind(LEASED)
+                .bind(now);
+            for (lease, _, _) in chunk {
+                query = query.bind(lease.as_str());
+            }
+            let mut matched = HashMap::new();
+            for row in query.fetch_all(&mut *tx).await? {
+                let at = (
+                    row.try_get::<i64, _>("partition_no")? as u32,
+                    row.try_get::<i64, _>("offset_no")? as u64,
+                );
+                // Only a redriven dead letter keeps its publication time in its row.
+                let redriven = row.try_get::<Option<i64>, _>("published_at")?.is_some();
+                matched.insert(at, redriven);
+            }
+            for (lease, partition, offset) in chunk {
+                match matched.get(&(*partition, *offset)) {
+                    None => expired.push((*lease).clone()),
+                    Some(redriven) if matches!(how, Settle::Ack) => {
+                        *acked.entry(*partition).or_insert(false) |= *redriven;
+                    }
+                    Some(_) => {}
+                }
+            }
         }
     }
     for (partition, redriven) in acked {
-        let log = messaging
-            .logs
-            .partition(&sub.topic.id, partition)
-            .await
-            .map_err(log_error)?;
-        let start = log.bounds().await.map_err(log_error)?.0;
+        let start = starts.get(&partition).copied().unwrap_or(0);
         advance_committed(&mut tx, &sub.id, partition, start, redriven).await?;
     }
     tx.commit().await?;
