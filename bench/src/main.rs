@@ -64,7 +64,7 @@ struct Args {
     /// The `redis-server` binary (messaging).
     #[arg(long, default_value = "redis-server")]
     redis: PathBuf,
-    /// Seconds each messaging cell runs per system.
+    /// Seconds each messaging cell runs per system; 0 runs only the latency runs.
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
     /// Seconds of each system's messaging latency run.

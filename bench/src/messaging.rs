@@ -489,29 +489,31 @@ async fn run_setting(setup: &Setup, sync: bool) -> anyhow::Result<()> {
     } else {
         "each system's default (Plinth: still fsync before every acknowledgement; JetStream: sync every 2 min; Redis: no append-only file)"
     };
-    println!("\n### Publish throughput, {label}\n");
-    println!(
-        "| value | clients x batch | Plinth msg/s (p50 / p99 ms) | JetStream msg/s (p50 / p99 ms) | Redis msg/s (p50 / p99 ms) | Plinth / JetStream | Plinth / Redis |"
-    );
-    println!("|---|---|---|---|---|---|---|");
-    for (size_label, size) in SIZES {
-        let value = Bytes::from("x".repeat(*size));
-        for shape in SHAPES {
-            let mut cells = Vec::new();
-            for (_, system) in systems {
-                cells.push(run_cell(system, &value, *shape, setup.seconds).await?);
+    if setup.seconds > 0.0 {
+        println!("\n### Publish throughput, {label}\n");
+        println!(
+            "| value | clients x batch | Plinth msg/s (p50 / p99 ms) | JetStream msg/s (p50 / p99 ms) | Redis msg/s (p50 / p99 ms) | Plinth / JetStream | Plinth / Redis |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        for (size_label, size) in SIZES {
+            let value = Bytes::from("x".repeat(*size));
+            for shape in SHAPES {
+                let mut cells = Vec::new();
+                for (_, system) in systems {
+                    cells.push(run_cell(system, &value, *shape, setup.seconds).await?);
+                }
+                let show = |c: &Cell| format!("{:.0} ({} / {})", c.per_sec, ms(c.p50), ms(c.p99));
+                println!(
+                    "| {size_label} | {} x {} | {} | {} | {} | {:.2}x | {:.2}x |",
+                    shape.0,
+                    shape.1,
+                    show(&cells[0]),
+                    show(&cells[1]),
+                    show(&cells[2]),
+                    cells[0].per_sec / cells[1].per_sec,
+                    cells[0].per_sec / cells[2].per_sec,
+                );
             }
-            let show = |c: &Cell| format!("{:.0} ({} / {})", c.per_sec, ms(c.p50), ms(c.p99));
-            println!(
-                "| {size_label} | {} x {} | {} | {} | {} | {:.2}x | {:.2}x |",
-                shape.0,
-                shape.1,
-                show(&cells[0]),
-                show(&cells[1]),
-                show(&cells[2]),
-                cells[0].per_sec / cells[1].per_sec,
-                cells[0].per_sec / cells[2].per_sec,
-            );
         }
     }
 
