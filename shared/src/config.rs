@@ -137,6 +137,10 @@ pub struct Config {
     /// Replicas of each Kafka topic the Kafka backend creates; -1 takes the brokers'
     /// `default.replication.factor` (`PLINTH_MESSAGING_KAFKA_REPLICATION`).
     pub messaging_kafka_replication: i32,
+    /// Check the Kafka brokers' answers about offsets (a partition's end, the offset for a
+    /// time) by reading records, for brokers that get them wrong, such as Tansu's memory
+    /// engine (`PLINTH_MESSAGING_KAFKA_VERIFY_OFFSETS`); costs a read per check.
+    pub messaging_kafka_verify_offsets: bool,
     /// How long a producer's `message_id` is remembered per topic: a message published again
     /// with it within this time is not stored twice (`PLINTH_MESSAGING_DEDUP_WINDOW`).
     #[serde(with = "humantime_serde")]
@@ -208,6 +212,7 @@ impl Default for Config {
             messaging_segment_bytes: 64 * 1024 * 1024,
             messaging_push_allow: Vec::new(),
             messaging_kafka_replication: -1,
+            messaging_kafka_verify_offsets: false,
             messaging_dedup_window: Duration::from_secs(5 * 60),
             admin_token: None,
             admin_token_file: None,

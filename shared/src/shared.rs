@@ -40,6 +40,8 @@ struct Inner {
     /// Held (shared) by background work that uses the store; the shutdown takes it whole
     /// before closing the store.
     busy: Arc<tokio::sync::RwLock<()>>,
+    /// Set when the store is about to close (after requests have drained).
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// The shared state of a Plinth process: configuration, metadata store, auth, quotas,
@@ -152,6 +154,7 @@ impl Shared {
             rate_limits: RateLimits::default(),
             stopping: tokio::sync::watch::Sender::new(false),
             busy: Arc::default(),
+            closing: std::sync::atomic::AtomicBool::new(false),
             auth,
             store,
             config,
@@ -197,14 +200,15 @@ impl Shared {
     }
 
     /// Lets background work (a relay round, settling a push) finish before a graceful
-    /// shutdown closes the store: hold the guard while working. `None` once the shutdown
-    /// has begun: start nothing new.
+    /// shutdown closes the store: hold the guard while working. `None` once the store is
+    /// about to close: start nothing new. (While requests drain, work goes on.)
     pub async fn hold_open(&self) -> Option<tokio::sync::OwnedRwLockReadGuard<()>> {
-        if *self.0.stopping.borrow() {
+        use std::sync::atomic::Ordering;
+        if self.0.closing.load(Ordering::SeqCst) {
             return None;
         }
         let guard = self.0.busy.clone().read_owned().await;
-        (!*self.0.stopping.borrow()).then_some(guard)
+        (!self.0.closing.load(Ordering::SeqCst)).then_some(guard)
     }
 
     /// Watches for [`Shared::begin_shutdown`].
@@ -216,6 +220,9 @@ impl Shared {
     /// flushes usage and closes the store: the last step of a graceful shutdown.
     pub async fn shutdown(&self) {
         self.begin_shutdown();
+        self.0
+            .closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let grace = self.0.config.shutdown_grace;
         if tokio::time::timeout(grace, self.0.busy.write())
             .await

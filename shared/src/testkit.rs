@@ -159,8 +159,9 @@ impl TestBackend {
         let mut backend = TestBackend::sqlite();
         backend.name = "kafka";
         backend.config.messaging_url = Some(format!("kafka://{brokers}"));
-        // One broker: one replica.
+        // One broker: one replica. The tests' broker (Tansu) gets offsets wrong.
         backend.config.messaging_kafka_replication = 1;
+        backend.config.messaging_kafka_verify_offsets = true;
         Some(backend)
     }
 

@@ -127,6 +127,18 @@ impl Log {
         }
     }
 
+    /// The first offset kept (on Kafka, without checking the end).
+    ///
+    /// # Errors
+    ///
+    /// Returns the backend's errors (never, on the embedded log).
+    pub async fn start(&self) -> Result<u64, LogError> {
+        match self {
+            Log::File(log) => Ok(log.start()),
+            Log::Kafka(log) => log.start().await,
+        }
+    }
+
     /// Watches the offset the next record will get, for readers that wait for new ones.
     pub fn watch(&self) -> watch::Receiver<u64> {
         match self {

@@ -16,7 +16,7 @@
 //! redelivery, or two replicas' pulls, settle each message once; the loser sees its lease as
 //! expired. The in-memory cursor only moves once the rows it covers have committed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -136,6 +136,30 @@ impl Deliveries {
 /// another delivery's lease.
 fn lease_id(partition: u32, offset: u64, attempt: u32) -> String {
     format!("{partition}.{offset}.{attempt}.{}", random_hex(8))
+}
+
+/// A lease with the partition and offset it names.
+type NamedLease<'a> = (&'a String, u32, u64);
+
+/// Splits leases into chunks of at most `size` in which no two name the same message: a
+/// statement's answer names messages, not leases, so a stale lease beside the live one of
+/// its message (the same attempt number again after a redrive) must go in another chunk.
+fn distinct_chunks<'a>(leases: &[NamedLease<'a>], size: usize) -> Vec<Vec<NamedLease<'a>>> {
+    let mut chunks: Vec<Vec<NamedLease<'a>>> = Vec::new();
+    let mut messages: Vec<HashSet<(u32, u64)>> = Vec::new();
+    for lease in leases {
+        let at = (lease.1, lease.2);
+        let free =
+            (0..chunks.len()).find(|i| chunks[*i].len() < size && !messages[*i].contains(&at));
+        let index = free.unwrap_or_else(|| {
+            chunks.push(Vec::new());
+            messages.push(HashSet::new());
+            chunks.len() - 1
+        });
+        messages[index].insert(at);
+        chunks[index].push(*lease);
+    }
+    chunks
 }
 
 /// The partition, offset and attempt a lease id names.
@@ -686,14 +710,20 @@ pub(crate) async fn settle(
 ) -> Result<Vec<String>, ApiError> {
     let now = now_millis();
     let mut expired = Vec::new();
-    let mut by_attempt: BTreeMap<u32, Vec<(&String, u32, u64)>> = BTreeMap::new();
+    // Each lease once, grouped by the attempt it names; a lease of no partition of the topic
+    // was never issued.
+    let mut by_attempt: BTreeMap<u32, Vec<NamedLease<'_>>> = BTreeMap::new();
+    let mut seen = HashSet::new();
     for lease in leases {
         match parse_lease_attempt(lease) {
-            Some((partition, offset, attempt)) => by_attempt
-                .entry(attempt)
-                .or_default()
-                .push((lease, partition, offset)),
-            None => expired.push(lease.clone()),
+            Some(_) if !seen.insert(lease.as_str()) => expired.push(lease.clone()),
+            Some((partition, offset, attempt)) if partition < sub.topic.topic.partition_count => {
+                by_attempt
+                    .entry(attempt)
+                    .or_default()
+                    .push((lease, partition, offset));
+            }
+            _ => expired.push(lease.clone()),
         }
     }
     // Where each partition named starts, asked before the transaction (on Kafka it is a
@@ -707,7 +737,7 @@ pub(crate) async fn settle(
                     .partition(&sub.topic.id, *partition)
                     .await
                     .map_err(log_error)?;
-                entry.insert(log.bounds().await.map_err(log_error)?.0);
+                entry.insert(log.start().await.map_err(log_error)?);
             }
         }
     }
@@ -723,7 +753,7 @@ pub(crate) async fn settle(
             ),
             Settle::Extend { by_ms } => (LEASED, now + by_ms, "lease_id"),
         };
-        for chunk in group.chunks(500) {
+        for chunk in distinct_chunks(group, 500) {
             let placeholders: Vec<String> =
                 (0..chunk.len()).map(|i| format!("${}", i + 6)).collect();
             // Only a lease that still holds matches: its row is leased to it, and the lease
@@ -740,7 +770,7 @@ pub(crate) async fn settle(
                 .bind(&sub.id)
                 .bind(LEASED)
                 .bind(now);
-            for (lease, _, _) in chunk {
+            for (lease, _, _) in &chunk {
                 query = query.bind(lease.as_str());
             }
             let mut matched = HashMap::new();
@@ -753,7 +783,7 @@ pub(crate) async fn settle(
                 let redriven = row.try_get::<Option<i64>, _>("published_at")?.is_some();
                 matched.insert(at, redriven);
             }
-            for (lease, partition, offset) in chunk {
+            for (lease, partition, offset) in &chunk {
                 match matched.get(&(*partition, *offset)) {
                     None => expired.push((*lease).clone()),
                     Some(redriven) if matches!(how, Settle::Ack) => {

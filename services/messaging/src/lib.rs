@@ -142,8 +142,12 @@ impl Messaging {
                 Logs::File(FileLogs::open(&dir, config).await?)
             }
             MessagingBackend::Kafka(brokers) => Logs::Kafka(
-                KafkaLogs::connect(&brokers, shared.config().messaging_kafka_replication)
-                    .map_err(std::io::Error::other)?,
+                KafkaLogs::connect(
+                    &brokers,
+                    shared.config().messaging_kafka_replication,
+                    shared.config().messaging_kafka_verify_offsets,
+                )
+                .map_err(std::io::Error::other)?,
             ),
         };
         let guard = push::guard::Guard::new(

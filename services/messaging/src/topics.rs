@@ -441,15 +441,17 @@ pub async fn update_topic(
     .bind(&current.id)
     .execute(&mut *tx)
     .await?;
+    let row = get_topic_row(&mut tx, project_id, &name).await?;
+    tx.commit().await?;
+    forget_cached(&messaging, project_id, &name);
+    // Kafka is told after the commit (its call must not hold the store's writer); if it
+    // fails the row holds the new retention and a retry of the update applies it.
     messaging
         .logs
         .update_retention(&current.id, kafka_retention(seconds, bytes))
         .await
         .map_err(log_error)?;
-    let row = get_topic_row(&mut tx, project_id, &name).await?;
-    tx.commit().await?;
 
-    forget_cached(&messaging, project_id, &name);
     tracing::info!(project_id, topic = %name.as_str(), "topic updated");
     Ok(Json(row.topic))
 }
@@ -486,6 +488,7 @@ pub async fn delete_topic(
         .release(&mut tx, project_id, Gauge::Topics, 1)
         .await?;
     tx.commit().await?;
+    forget_cached(&messaging, project_id, &name);
 
     // The row is gone, so nothing reaches the logs any more; a crash before this leaves a
     // directory no row names, which a later start could sweep. TODO(#4): sweep them at start.
@@ -494,7 +497,6 @@ pub async fn delete_topic(
         .delete_topic(&row.id)
         .await
         .map_err(log_error)?;
-    forget_cached(&messaging, project_id, &name);
     tracing::info!(project_id, topic = %name.as_str(), "topic deleted");
     Ok(StatusCode::NO_CONTENT)
 }

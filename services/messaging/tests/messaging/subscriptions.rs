@@ -356,15 +356,17 @@ async fn dead_letters_are_kept_listed_and_redriven(backend: TestBackend) {
     let again = pull(&server, &key, "jobs-sub", 10, 0).await;
     assert_eq!(values(&again), [json!(2)]);
     assert_eq!(again[0]["attempt"], 1);
-    settle(
+    let acked = settle(
         &server,
         &key,
         "jobs-sub",
         "ack",
-        &[&again[0]["lease_id"]],
+        // The lease of its first life names the same message and attempt: it is stale.
+        &[&got[2]["lease_id"], &again[0]["lease_id"]],
         None,
     )
     .await;
+    assert_eq!(acked["expired"], json!([got[2]["lease_id"]]));
     let left = server.ok(&key, Method::GET, path, None).await;
     let left = left["dead_letters"].as_array().unwrap().clone();
     assert_eq!(left.len(), 1);
