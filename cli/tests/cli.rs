@@ -20,6 +20,8 @@ fn serve(data_dir: &Path) -> Serve {
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("PLINTH_DATA_DIR", data_dir)
         .env("PLINTH_LOG_LEVEL", "warn")
+        // Push subscriptions may aim at this host (the operator's choice).
+        .env("PLINTH_MESSAGING_PUSH_ALLOW", r#"["127.0.0.1"]"#)
         .env_remove("PLINTH_ADMIN_TOKEN")
         .env_remove("PLINTH_DATABASE_URL")
         .current_dir(data_dir)
@@ -392,6 +394,45 @@ fn topics_publish_and_consume_from_the_command_line() {
     assert_eq!(consume(&[]), all);
     std::thread::sleep(std::time::Duration::from_millis(1200));
     assert!(consume(&[]).is_empty());
+    // A push subscription prints its signing secret once; an endpoint on the operator's
+    // network is refused.
+    plinth(&server, key, &["topic", "create", "hooks"]);
+    let pushed: serde_json::Value = serde_json::from_slice(&plinth(
+        &server,
+        key,
+        &[
+            "subscription",
+            "create",
+            "hook",
+            "--topic",
+            "hooks",
+            "--push",
+            "http://127.0.0.1:9/hook",
+            "--push-concurrency",
+            "2",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(pushed["push"]["max_concurrency"], 2);
+    assert!(
+        pushed["push"]["secret"]
+            .as_str()
+            .unwrap()
+            .starts_with("whsec_")
+    );
+    let refused = Command::new(PLINTH)
+        .args(["subscription", "create", "inward", "--topic", "hooks"])
+        .args(["--push", "http://10.0.0.1/hook"])
+        .env("PLINTH_URL", &server.url)
+        .env("PLINTH_TOKEN", key)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("push_endpoint_forbidden"), "{stderr}");
+    plinth(&server, key, &["subscription", "delete", "hook"]);
+    plinth(&server, key, &["topic", "delete", "hooks"]);
+
     plinth(&server, key, &["subscription", "delete", "audit"]);
     plinth(&server, key, &["topic", "delete", "orders"]);
     let topics: serde_json::Value =

@@ -6,7 +6,8 @@ use std::io::BufRead;
 use anyhow::Context;
 use plinth_sdk::Client;
 use plinth_sdk::types::messaging::{
-    CreateSubscription, CreateTopic, OutgoingMessage, StartPosition, Subscription, Topic,
+    CreateSubscription, CreateTopic, OutgoingMessage, PushConfig, StartPosition, Subscription,
+    Topic,
 };
 
 use super::{Output, print_table, show_time};
@@ -113,6 +114,13 @@ pub(crate) enum SubscriptionCommand {
         /// A topic for messages past their last attempt.
         #[arg(long)]
         dead_letter_topic: Option<String>,
+        /// Push each message to this URL (a signed CloudEvent) instead of waiting for pulls;
+        /// the signing secret is printed once.
+        #[arg(long)]
+        push: Option<String>,
+        /// Most pushes in flight at once (with `--push`).
+        #[arg(long, requires = "push")]
+        push_concurrency: Option<u32>,
     },
     /// List the project's subscriptions.
     List,
@@ -136,6 +144,8 @@ pub(super) async fn subscription(
             ack_deadline,
             max_attempts,
             dead_letter_topic,
+            push,
+            push_concurrency,
         } => {
             let request = CreateSubscription {
                 name,
@@ -148,11 +158,21 @@ pub(super) async fn subscription(
                 ack_deadline_seconds: ack_deadline,
                 max_delivery_attempts: max_attempts,
                 dead_letter_topic,
+                push: push.map(|endpoint| PushConfig {
+                    endpoint,
+                    max_concurrency: push_concurrency,
+                }),
                 ..CreateSubscription::default()
             };
             let created = client.create_subscription(&request).await?;
             output.show(&created, |s| {
-                println!("Created subscription {} on {}.", s.name, s.topic)
+                println!("Created subscription {} on {}.", s.name, s.topic);
+                if let Some(push) = &s.push {
+                    println!("It pushes to {}.", push.endpoint);
+                    if let Some(secret) = &push.secret {
+                        println!("Signing secret (shown once): {secret}");
+                    }
+                }
             })
         }
         SubscriptionCommand::List => {
