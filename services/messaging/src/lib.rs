@@ -139,7 +139,9 @@ impl Messaging {
                 let config = LogConfig {
                     segment_bytes: shared.config().messaging_segment_bytes,
                 };
-                Logs::File(FileLogs::open(&dir, config).await?)
+                let logs = FileLogs::open(&dir, config).await?;
+                sweep_orphan_logs(&shared, &logs).await?;
+                Logs::File(logs)
             }
             MessagingBackend::Kafka(brokers) => Logs::Kafka(
                 KafkaLogs::connect(
@@ -191,6 +193,31 @@ impl Messaging {
             topic_cache: self.topic_cache.clone(),
         }
     }
+}
+
+/// Removes the embedded logs of topics that have no row: a crash after a topic's row was
+/// deleted and before its files were, or after a create made the files and before its row
+/// committed. The directory is locked to this process, so no create is in flight.
+async fn sweep_orphan_logs(shared: &Shared, logs: &FileLogs) -> Result<(), std::io::Error> {
+    let rows = sqlx::query("SELECT id FROM topics")
+        .fetch_all(shared.store().pool())
+        .await
+        .map_err(std::io::Error::other)?;
+    let known: std::collections::HashSet<String> = rows
+        .iter()
+        .filter_map(|row| sqlx::Row::try_get::<String, _>(row, "id").ok())
+        .collect();
+    let mut removed = 0;
+    for id in logs.topic_ids().await? {
+        if !known.contains(&id) {
+            logs.delete_topic(&id).await?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, "logs of topics that no longer exist removed");
+    }
+    Ok(())
 }
 
 /// The answer to a log failure with no more specific meaning at its call site: a partition

@@ -121,6 +121,24 @@ impl FileLogs {
         Ok(())
     }
 
+    /// The topic ids that have log directories.
+    ///
+    /// # Errors
+    ///
+    /// Returns the file system's error.
+    pub async fn topic_ids(&self) -> std::io::Result<Vec<String>> {
+        let mut ids = Vec::new();
+        let mut entries = tokio::fs::read_dir(&self.dir).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            if entry.file_type().await?.is_dir()
+                && let Some(name) = entry.file_name().to_str()
+            {
+                ids.push(name.to_owned());
+            }
+        }
+        Ok(ids)
+    }
+
     /// Closes a deleted topic's logs and removes their files.
     ///
     /// # Errors

@@ -491,7 +491,7 @@ pub async fn delete_topic(
     forget_cached(&messaging, project_id, &name);
 
     // The row is gone, so nothing reaches the logs any more; a crash before this leaves a
-    // directory no row names, which a later start could sweep. TODO(#4): sweep them at start.
+    // directory no row names, which the next start sweeps (`sweep_orphan_logs`).
     messaging
         .logs
         .delete_topic(&row.id)

@@ -537,11 +537,54 @@ async fn retention_trims_old_segments_and_subscriptions_follow(mut backend: Test
     assert_eq!(pulled.len() as u64, 100 - start);
 }
 
-/// Retention by segment files is the embedded log's; Kafka applies its own.
+async fn logs_no_topic_names_are_swept_at_start(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let key = server.publisher("sweep").await;
+    server
+        .ok(&key, Method::POST, "/topics", Some(json!({"name": "kept"})))
+        .await;
+    server
+        .ok(
+            &key,
+            Method::POST,
+            "/topics/kept/messages",
+            Some(json!({"messages": [{"value": "still here"}]})),
+        )
+        .await;
+    let backend = server.stop().await;
+    // What a crash between a topic's row delete and its files' leaves.
+    let orphan = backend.dir.path().join("messages/tpc_orphan/0");
+    std::fs::create_dir_all(&orphan).unwrap();
+    std::fs::write(orphan.join("00000000000000000000.log"), b"old").unwrap();
+    let server = Server::start(backend).await;
+    assert!(
+        !server
+            .backend
+            .dir
+            .path()
+            .join("messages/tpc_orphan")
+            .exists()
+    );
+    let read = server
+        .ok(
+            &key,
+            Method::GET,
+            "/topics/kept/partitions/0/messages",
+            None,
+        )
+        .await;
+    assert_eq!(read["messages"][0]["value"], "still here");
+}
+
+/// Segment files are the embedded log's: retention by them (Kafka applies its own), and the
+/// sweep of files no topic names.
 mod embedded_log {
     use super::*;
 
-    plinth_shared::backend_tests!(retention_trims_old_segments_and_subscriptions_follow);
+    plinth_shared::backend_tests!(
+        retention_trims_old_segments_and_subscriptions_follow,
+        logs_no_topic_names_are_swept_at_start,
+    );
 }
 
 plinth_shared::log_backend_tests!(
