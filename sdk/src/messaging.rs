@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use eventsource_stream::{EventStreamError, Eventsource};
 use futures::StreamExt;
 use reqwest::Method;
 use url::Url;
@@ -17,6 +18,9 @@ use plinth_types::messaging::{
 
 use crate::client::Client;
 use crate::error::Error;
+
+/// How long an event stream may stay open: as long as its caller wants.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// Where a partition read starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -317,6 +321,51 @@ impl Client {
         let url = self.messaging_url(&["subscriptions", subscription, "seek"])?;
         self.send_empty(self.request(Method::POST, url).json(to))
             .await
+    }
+
+    /// Streams a subscription's deliveries as they come (the server's event stream), with at
+    /// most `max_in_flight` (100 when absent) unsettled at once: settle each with
+    /// [`Client::ack`], [`Client::nack`] or [`Client::extend`]. The stream ends when the
+    /// server closes it (it does at shutdown); call again to go on.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Api`] with `subscription_not_found`, `subscription_is_push` or
+    /// `invalid_parameter`; the stream's items fail with [`Error::Transport`] when the
+    /// connection breaks and [`Error::MalformedResponse`] when the server reports an error.
+    pub async fn stream(
+        &self,
+        subscription: &str,
+        max_in_flight: Option<usize>,
+    ) -> Result<impl futures::Stream<Item = Result<Delivery, Error>> + Send + 'static, Error> {
+        let url = self.messaging_url(&["subscriptions", subscription, "stream"])?;
+        let mut query = Vec::new();
+        if let Some(max) = max_in_flight {
+            query.push(("max_in_flight", max.to_string()));
+        }
+        // The body stays open for as long as the caller streams, past the client's
+        // per-request timeout.
+        let request = self
+            .request(Method::GET, url)
+            .query(&query)
+            .timeout(STREAM_TIMEOUT);
+        let response = self.send(request).await?;
+        Ok(response
+            .bytes_stream()
+            .eventsource()
+            .filter_map(|event| async move {
+                match event {
+                    Ok(event) if event.event == "message" => {
+                        Some(serde_json::from_str::<Delivery>(&event.data).map_err(Error::Decode))
+                    }
+                    Ok(event) if event.event == "error" => {
+                        Some(Err(Error::MalformedResponse(event.data)))
+                    }
+                    Ok(_) => None,
+                    Err(EventStreamError::Transport(err)) => Some(Err(Error::Transport(err))),
+                    Err(err) => Some(Err(Error::MalformedResponse(err.to_string()))),
+                }
+            }))
     }
 
     /// Lists a page of a subscription's dead letters (messages past their last attempt),

@@ -369,9 +369,54 @@ async fn dead_letters_redrive_and_bucket_notifications_through_the_sdk(backend: 
     assert_eq!(err.code(), Some(ErrorCode::NotificationNotFound));
 }
 
+/// The next delivery of a stream, or `None` if none comes within `wait` seconds.
+async fn next<S>(stream: &mut S, wait: u64) -> Option<plinth_sdk::types::messaging::Delivery>
+where
+    S: futures::Stream<Item = Result<plinth_sdk::types::messaging::Delivery, plinth_sdk::Error>>
+        + Unpin,
+{
+    use futures::StreamExt;
+    tokio::time::timeout(Duration::from_secs(wait), stream.next())
+        .await
+        .ok()
+        .flatten()
+        .map(Result::unwrap)
+}
+
+async fn a_subscription_streams_through_the_sdk(backend: TestBackend) {
+    let tenant = start(backend).await;
+    let client = &tenant.client;
+    let topic = CreateTopic {
+        name: "live".into(),
+        ..CreateTopic::default()
+    };
+    client.create_topic(&topic).await.unwrap();
+    subscribe(client, "watch", "live", 30).await;
+    let batch: Vec<OutgoingMessage> = (0..3).map(|n| message(json!(n))).collect();
+    client.publish_batch("live", batch).await.unwrap();
+
+    let stream = client.stream("watch", Some(2)).await.unwrap();
+    let mut stream = std::pin::pin!(stream);
+    let first = next(&mut stream, 10).await.unwrap();
+    let second = next(&mut stream, 10).await.unwrap();
+    assert_eq!(first.message.value, Some(json!(0)));
+    assert_eq!(second.message.value, Some(json!(1)));
+    assert!(
+        next(&mut stream, 1).await.is_none(),
+        "a third while two are in flight"
+    );
+    client.ack("watch", vec![first.lease_id]).await.unwrap();
+    let third = next(&mut stream, 10).await.unwrap();
+    assert_eq!(third.message.value, Some(json!(2)));
+
+    let err = client.stream("missing", None).await.err().unwrap();
+    assert_eq!(err.code(), Some(ErrorCode::SubscriptionNotFound));
+}
+
 backend_tests!(
     topics_publish_and_replay_through_the_sdk,
     the_consumer_acks_successes_retries_failures_and_keeps_long_leases,
     pull_ack_nack_extend_and_seek_through_the_sdk,
     dead_letters_redrive_and_bucket_notifications_through_the_sdk,
+    a_subscription_streams_through_the_sdk,
 );
