@@ -195,11 +195,15 @@ struct Now<'a> {
     lease: Option<&'a str>,
 }
 
-/// Inserts the row of a message fetched for the first time; false when it already has one.
+/// Inserts the row of a message fetched for the first time; false when it already has one,
+/// or when the committed offset has passed it (another replica, whose cursor is not this
+/// one's, delivered and acknowledged it already).
 async fn insert(tx: &mut AnyConnection, at: At<'_>, now: Now<'_>) -> Result<bool, ApiError> {
     let inserted = sqlx::query(
         "INSERT INTO subscription_messages (subscription_id, partition_no, offset_no, state, \
-         attempts, visible_at, lease_id) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         attempts, visible_at, lease_id) SELECT $1, $2, $3, $4, $5, $6, $7 \
+         WHERE $3 >= (SELECT committed FROM subscription_offsets \
+         WHERE subscription_id = $1 AND partition_no = $2) \
          ON CONFLICT (subscription_id, partition_no, offset_no) DO NOTHING",
     )
     .bind(at.subscription)

@@ -7,6 +7,7 @@ mod dedup;
 mod notifications;
 mod publish;
 mod push;
+mod replicas;
 mod stream;
 mod subscriptions;
 mod topics;
