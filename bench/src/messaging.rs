@@ -383,28 +383,15 @@ async fn start_plinth(setup: &Setup, dir: &Path) -> anyhow::Result<(Process, Sys
         ],
     )
     .await?;
-    let http = reqwest::Client::new();
-    let post = |path: &str, token: &str, body: Value| {
-        http.post(format!("{url}{path}"))
-            .bearer_auth(token.to_owned())
-            .json(&body)
-            .send()
-    };
-    let project: Value = post("/console/v1/projects", &admin, json!({"name": "bench"}))
-        .await?
-        .json()
+    let key =
+        crate::process::project_key(&url, &admin, &["messaging:publish", "messaging:consume"])
+            .await?;
+    let created = reqwest::Client::new()
+        .post(format!("{url}/messaging/v1/topics"))
+        .bearer_auth(&key)
+        .json(&json!({"name": "bench"}))
+        .send()
         .await?;
-    let id = project["id"].as_str().context("project id")?;
-    let key: Value = post(
-        &format!("/console/v1/projects/{id}/keys"),
-        &admin,
-        json!({"name": "bench", "scopes": ["messaging:publish", "messaging:consume"]}),
-    )
-    .await?
-    .json()
-    .await?;
-    let key = key["secret"].as_str().context("secret")?.to_owned();
-    let created = post("/messaging/v1/topics", &key, json!({"name": "bench"})).await?;
     ensure!(created.status().is_success(), "topic: {}", created.status());
     Ok((process, System::Plinth { url, key }))
 }

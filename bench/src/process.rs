@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use serde_json::{Value, json};
 
 /// A running server process, stopped when dropped.
 pub(crate) struct Process(pub(crate) Child);
@@ -101,4 +102,28 @@ pub(crate) async fn start_plinth(
     // Keep reading what the server prints, so that a full pipe never stalls it.
     std::thread::spawn(move || lines.for_each(drop));
     Ok((process, url, admin))
+}
+
+/// Creates a project `bench` on a Plinth server with the admin token, and a key of it with
+/// these scopes; returns the key's secret.
+pub(crate) async fn project_key(url: &str, admin: &str, scopes: &[&str]) -> anyhow::Result<String> {
+    let http = reqwest::Client::new();
+    let project: Value = http
+        .post(format!("{url}/console/v1/projects"))
+        .bearer_auth(admin)
+        .json(&json!({"name": "bench"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = project["id"].as_str().context("project id")?;
+    let key: Value = http
+        .post(format!("{url}/console/v1/projects/{id}/keys"))
+        .bearer_auth(admin)
+        .json(&json!({"name": "bench", "scopes": scopes}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(key["secret"].as_str().context("secret")?.to_owned())
 }

@@ -158,6 +158,8 @@ async fn start_plinth(
     dir: &Path,
 ) -> anyhow::Result<(Process, String, String)> {
     let (process, url, admin) = crate::process::start_plinth(&binaries.plinth, dir, &[]).await?;
+    let secret =
+        crate::process::project_key(&url, &admin, &["storage:read", "storage:write"]).await?;
     let http = reqwest::Client::new();
     let post = |path: &str, token: &str, body: Value| {
         http.post(format!("{url}{path}"))
@@ -165,20 +167,6 @@ async fn start_plinth(
             .json(&body)
             .send()
     };
-    let project: Value = post("/console/v1/projects", &admin, json!({"name": "bench"}))
-        .await?
-        .json()
-        .await?;
-    let id = project["id"].as_str().context("project id")?;
-    let key: Value = post(
-        &format!("/console/v1/projects/{id}/keys"),
-        &admin,
-        json!({"name": "bench", "scopes": ["storage:read", "storage:write"]}),
-    )
-    .await?
-    .json()
-    .await?;
-    let secret = key["secret"].as_str().context("secret")?.to_owned();
     ensure!(
         post("/storage/v1/buckets", &secret, json!({"name": "bench"}))
             .await?

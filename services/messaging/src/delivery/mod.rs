@@ -15,16 +15,20 @@
 //! Every change of a row is conditional on the state it was read in, so an ack racing a
 //! redelivery, or two replicas' pulls, settle each message once; the loser sees its lease as
 //! expired. The in-memory cursor only moves once the rows it covers have committed.
+//!
+//! `registry` keeps the per-subscription state of this process (cursors, the feeds of
+//! settled leases, push workers' wake-ups); `settle` has acks, nacks and extensions.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+mod registry;
+mod settle;
+
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
 use plinth_shared::ApiError;
 use plinth_shared::ids::{now_millis, random_hex};
 use plinth_types::messaging::Delivery;
 use sqlx::{AnyConnection, Row};
-use tokio::sync::{Mutex, Notify, broadcast};
 
 use crate::log::LogError;
 use crate::message::StoredMessage;
@@ -32,143 +36,18 @@ use crate::publish::{append_stored, to_wire};
 use crate::subscriptions::SubscriptionRow;
 use crate::{Messaging, log_error};
 
+pub use self::registry::Deliveries;
+pub(crate) use self::settle::{Settle, settle};
+
 pub(crate) const WAITING: i64 = 0;
 const LEASED: i64 = 1;
 const ACKED: i64 = 2;
 pub(crate) const DEAD: i64 = 3;
 
-/// Per subscription, the next offset to fetch from each partition's log. Kept in memory and
-/// rebuilt from the rows on first use; a pull holds its subscription's entry, so two pulls
-/// in this process never fetch the same message.
-#[derive(Debug, Default)]
-pub struct Deliveries {
-    cursors: std::sync::Mutex<HashMap<String, Cursors>>,
-    /// Per subscription with an open event stream in this process: the leases acked or
-    /// nacked here, so the stream knows what it has in flight.
-    settled: std::sync::Mutex<HashMap<String, broadcast::Sender<String>>>,
-    /// Per subscription with a push worker: woken when dead letters are redriven.
-    nudges: std::sync::Mutex<HashMap<String, Arc<Notify>>>,
-}
-
-/// One subscription's cursors, one per partition; `None` until loaded.
-type Cursors = Arc<Mutex<Option<Vec<u64>>>>;
-
-impl Deliveries {
-    /// The cursors of a subscription, to lock while its delivery state changes.
-    pub(crate) fn entry(&self, subscription_id: &str) -> Cursors {
-        let mut cursors = self
-            .cursors
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        cursors
-            .entry(subscription_id.to_owned())
-            .or_default()
-            .clone()
-    }
-
-    /// Drops a deleted subscription's cursors.
-    pub(crate) fn forget(&self, subscription_id: &str) {
-        self.cursors
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(subscription_id);
-        self.nudge_map().remove(subscription_id);
-    }
-
-    fn nudge_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
-        self.nudges
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// What wakes a subscription's waiting push worker when messages became due at once.
-    pub(crate) fn nudges(&self, subscription_id: &str) -> Arc<Notify> {
-        self.nudge_map()
-            .entry(subscription_id.to_owned())
-            .or_default()
-            .clone()
-    }
-
-    /// Wakes the subscription's push worker, if it has one here.
-    pub(crate) fn nudge(&self, subscription_id: &str) {
-        if let Some(nudge) = self.nudge_map().get(subscription_id) {
-            nudge.notify_one();
-        }
-    }
-
-    fn settled_feeds(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, broadcast::Sender<String>>> {
-        self.settled
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Hears of every lease of the subscription acked or nacked in this process.
-    pub(crate) fn watch_settled(&self, subscription_id: &str) -> broadcast::Receiver<String> {
-        self.settled_feeds()
-            .entry(subscription_id.to_owned())
-            .or_insert_with(|| broadcast::Sender::new(4096))
-            .subscribe()
-    }
-
-    /// Drops the subscription's feed once no stream listens to it.
-    pub(crate) fn unwatch_settled(&self, subscription_id: &str) {
-        let mut feeds = self.settled_feeds();
-        if feeds
-            .get(subscription_id)
-            .is_some_and(|feed| feed.receiver_count() == 0)
-        {
-            feeds.remove(subscription_id);
-        }
-    }
-
-    fn announce_settled(&self, subscription_id: &str, leases: impl Iterator<Item = String>) {
-        if let Some(feed) = self.settled_feeds().get(subscription_id) {
-            for lease in leases {
-                let _ = feed.send(lease);
-            }
-        }
-    }
-}
-
 /// A lease id: partition, offset and attempt, and random bits so that no one can guess
 /// another delivery's lease.
 fn lease_id(partition: u32, offset: u64, attempt: u32) -> String {
     format!("{partition}.{offset}.{attempt}.{}", random_hex(8))
-}
-
-/// A lease with the partition and offset it names.
-type NamedLease<'a> = (&'a String, u32, u64);
-
-/// Splits leases into chunks of at most `size` in which no two name the same message: a
-/// statement's answer names messages, not leases, so a stale lease beside the live one of
-/// its message (the same attempt number again after a redrive) must go in another chunk.
-fn distinct_chunks<'a>(leases: &[NamedLease<'a>], size: usize) -> Vec<Vec<NamedLease<'a>>> {
-    let mut chunks: Vec<Vec<NamedLease<'a>>> = Vec::new();
-    let mut messages: Vec<HashSet<(u32, u64)>> = Vec::new();
-    for lease in leases {
-        let at = (lease.1, lease.2);
-        let free =
-            (0..chunks.len()).find(|i| chunks[*i].len() < size && !messages[*i].contains(&at));
-        let index = free.unwrap_or_else(|| {
-            chunks.push(Vec::new());
-            messages.push(HashSet::new());
-            chunks.len() - 1
-        });
-        messages[index].insert(at);
-        chunks[index].push(*lease);
-    }
-    chunks
-}
-
-/// The partition, offset and attempt a lease id names.
-fn parse_lease_attempt(lease: &str) -> Option<(u32, u64, u32)> {
-    let mut parts = lease.split('.');
-    let partition = parts.next()?.parse().ok()?;
-    let offset = parts.next()?.parse().ok()?;
-    let attempt = parts.next()?.parse().ok()?;
-    Some((partition, offset, attempt))
 }
 
 /// A message's place: subscription, partition, offset.
@@ -684,131 +563,4 @@ async fn advance_committed(
     .execute(&mut *tx)
     .await?;
     Ok(())
-}
-
-/// What a lease operation does to a leased message.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Settle {
-    Ack,
-    /// Redeliver after this delay, or after the backoff.
-    Nack {
-        delay_ms: Option<i64>,
-    },
-    /// Lease for this long from now.
-    Extend {
-        by_ms: i64,
-    },
-}
-
-/// Settles deliveries by lease; returns the leases that no longer held (ended, replaced by a
-/// redelivery, already settled, or never issued).
-///
-/// The leases are settled with one statement per attempt number they name (a nack's backoff
-/// depends on it) and per 500 leases: a consumer acking a large batch holds the store's
-/// writer for a few statements rather than two per lease.
-pub(crate) async fn settle(
-    messaging: &Messaging,
-    sub: &SubscriptionRow,
-    leases: &[String],
-    how: Settle,
-) -> Result<Vec<String>, ApiError> {
-    let now = now_millis();
-    let mut expired = Vec::new();
-    // Each lease once, grouped by the attempt it names; a lease of no partition of the topic
-    // was never issued.
-    let mut by_attempt: BTreeMap<u32, Vec<NamedLease<'_>>> = BTreeMap::new();
-    let mut seen = HashSet::new();
-    for lease in leases {
-        match parse_lease_attempt(lease) {
-            Some(_) if !seen.insert(lease.as_str()) => expired.push(lease.clone()),
-            Some((partition, offset, attempt)) if partition < sub.topic.topic.partition_count => {
-                by_attempt
-                    .entry(attempt)
-                    .or_default()
-                    .push((lease, partition, offset));
-            }
-            _ => expired.push(lease.clone()),
-        }
-    }
-    // Where each partition named starts, asked before the transaction (on Kafka it is a
-    // round trip, which must not hold the store's writer).
-    let mut starts = BTreeMap::new();
-    if matches!(how, Settle::Ack) {
-        for (_, partition, _) in by_attempt.values().flatten() {
-            if let std::collections::btree_map::Entry::Vacant(entry) = starts.entry(*partition) {
-                let log = messaging
-                    .logs
-                    .partition(&sub.topic.id, *partition)
-                    .await
-                    .map_err(log_error)?;
-                entry.insert(log.start().await.map_err(log_error)?);
-            }
-        }
-    }
-    let mut acked = BTreeMap::new();
-    let mut tx = messaging.shared.store().begin().await?;
-    for (attempt, group) in &by_attempt {
-        let (state, visible_at, lease) = match how {
-            Settle::Ack => (ACKED, now, "NULL"),
-            Settle::Nack { delay_ms } => (
-                WAITING,
-                now + delay_ms.unwrap_or_else(|| sub.backoff_ms(*attempt)),
-                "NULL",
-            ),
-            Settle::Extend { by_ms } => (LEASED, now + by_ms, "lease_id"),
-        };
-        for chunk in distinct_chunks(group, 500) {
-            let placeholders: Vec<String> =
-                (0..chunk.len()).map(|i| format!("${}", i + 6)).collect();
-            // Only a lease that still holds matches: its row is leased to it, and the lease
-            // has not ended.
-            let sql = format!(
-                "UPDATE subscription_messages SET state = $1, visible_at = $2, lease_id = {lease} \
-                 WHERE subscription_id = $3 AND state = $4 AND visible_at > $5 \
-                 AND lease_id IN ({}) RETURNING partition_no, offset_no, published_at",
-                placeholders.join(", ")
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(state)
-                .bind(visible_at)
-                .bind(&sub.id)
-                .bind(LEASED)
-                .bind(now);
-            for (lease, _, _) in &chunk {
-                query = query.bind(lease.as_str());
-            }
-            let mut matched = HashMap::new();
-            for row in query.fetch_all(&mut *tx).await? {
-                let at = (
-                    row.try_get::<i64, _>("partition_no")? as u32,
-                    row.try_get::<i64, _>("offset_no")? as u64,
-                );
-                // Only a redriven dead letter keeps its publication time in its row.
-                let redriven = row.try_get::<Option<i64>, _>("published_at")?.is_some();
-                matched.insert(at, redriven);
-            }
-            for (lease, partition, offset) in &chunk {
-                match matched.get(&(*partition, *offset)) {
-                    None => expired.push((*lease).clone()),
-                    Some(redriven) if matches!(how, Settle::Ack) => {
-                        *acked.entry(*partition).or_insert(false) |= *redriven;
-                    }
-                    Some(_) => {}
-                }
-            }
-        }
-    }
-    for (partition, redriven) in acked {
-        let start = starts.get(&partition).copied().unwrap_or(0);
-        advance_committed(&mut tx, &sub.id, partition, start, redriven).await?;
-    }
-    tx.commit().await?;
-    if !matches!(how, Settle::Extend { .. }) {
-        let settled = leases
-            .iter()
-            .filter(|lease| !expired.contains(lease))
-            .cloned();
-        messaging.deliveries.announce_settled(&sub.id, settled);
-    }
-    Ok(expired)
 }
