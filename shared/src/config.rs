@@ -141,6 +141,16 @@ pub struct Config {
     /// time) by reading records, for brokers that get them wrong, such as Tansu's memory
     /// engine (`PLINTH_MESSAGING_KAFKA_VERIFY_OFFSETS`); costs a read per check.
     pub messaging_kafka_verify_offsets: bool,
+    /// How long a replica that stopped answering Kafka keeps its share of a subscription's
+    /// partitions: the consumer groups' `session.timeout.ms`
+    /// (`PLINTH_MESSAGING_KAFKA_SESSION_TIMEOUT`). Brokers accept 6s to 30s by default.
+    #[serde(with = "humantime_serde")]
+    pub messaging_kafka_session_timeout: Duration,
+    /// How long a replica stays in a subscription's consumer group after its last delivery
+    /// there (`PLINTH_MESSAGING_KAFKA_GROUP_IDLE`): the partitions it holds are fetched by no
+    /// other replica meanwhile.
+    #[serde(with = "humantime_serde")]
+    pub messaging_kafka_group_idle: Duration,
     /// How long a producer's `message_id` is remembered per topic: a message published again
     /// with it within this time is not stored twice (`PLINTH_MESSAGING_DEDUP_WINDOW`).
     #[serde(with = "humantime_serde")]
@@ -213,6 +223,8 @@ impl Default for Config {
             messaging_push_allow: Vec::new(),
             messaging_kafka_replication: -1,
             messaging_kafka_verify_offsets: false,
+            messaging_kafka_session_timeout: Duration::from_secs(10),
+            messaging_kafka_group_idle: Duration::from_secs(30),
             messaging_dedup_window: Duration::from_secs(5 * 60),
             admin_token: None,
             admin_token_file: None,
@@ -351,6 +363,22 @@ impl Config {
             return Err(ConfigError::Value {
                 key: "messaging_dedup_window",
                 reason: "must be 1s to 7d".into(),
+            });
+        }
+        if self.messaging_kafka_session_timeout < Duration::from_secs(1)
+            || self.messaging_kafka_session_timeout > Duration::from_secs(300)
+        {
+            return Err(ConfigError::Value {
+                key: "messaging_kafka_session_timeout",
+                reason: "must be 1s to 5m".into(),
+            });
+        }
+        if self.messaging_kafka_group_idle < Duration::from_secs(1)
+            || self.messaging_kafka_group_idle > Duration::from_secs(24 * 60 * 60)
+        {
+            return Err(ConfigError::Value {
+                key: "messaging_kafka_group_idle",
+                reason: "must be 1s to 24h".into(),
             });
         }
         if !(1..=1024).contains(&self.messaging_max_partitions) {

@@ -162,6 +162,8 @@ impl TestBackend {
         // One broker: one replica. The tests' broker (Tansu) gets offsets wrong.
         backend.config.messaging_kafka_replication = 1;
         backend.config.messaging_kafka_verify_offsets = true;
+        // Kafka's shortest by default; a join then takes about three seconds on Tansu.
+        backend.config.messaging_kafka_session_timeout = std::time::Duration::from_secs(6);
         Some(backend)
     }
 

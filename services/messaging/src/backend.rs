@@ -96,6 +96,14 @@ impl Logs {
             Logs::Kafka(_) => None,
         }
     }
+
+    /// The Kafka cluster, whose consumer groups share out subscriptions' partitions.
+    pub fn kafka(&self) -> Option<&KafkaLogs> {
+        match self {
+            Logs::File(_) => None,
+            Logs::Kafka(logs) => Some(logs),
+        }
+    }
 }
 
 impl Log {

@@ -16,9 +16,6 @@
 //!
 //! A topic is a row in the metadata store; its messages live in the message log. A publish
 //! answers once its messages are durable; a reader only ever sees durable messages.
-//!
-//! Still to come, part of issue #4: subscriptions that consume through Kafka consumer groups
-//! (today they track their positions in the metadata store on Kafka too).
 
 pub mod backend;
 pub mod dead_letters;
@@ -148,6 +145,7 @@ impl Messaging {
                     &brokers,
                     shared.config().messaging_kafka_replication,
                     shared.config().messaging_kafka_verify_offsets,
+                    shared.config().messaging_kafka_session_timeout.as_millis() as u64,
                 )
                 .map_err(std::io::Error::other)?,
             ),
@@ -173,6 +171,10 @@ impl Messaging {
         ));
         tokio::spawn(push::supervise(messaging.background()));
         tokio::spawn(notifications::relay(messaging.background()));
+        if messaging.logs.kafka().is_some() {
+            tokio::spawn(delivery::keep_groups(messaging.background()));
+            tokio::spawn(leave_groups_at_shutdown(messaging.background()));
+        }
         Ok(messaging)
     }
 
@@ -180,6 +182,12 @@ impl Messaging {
     /// stopped server has let go of it once every request and task holding it is done.
     pub fn open_handle(&self) -> OpenHandle {
         OpenHandle(Arc::downgrade(&self.logs))
+    }
+
+    /// The Kafka cluster the service runs on, if it does: for operators' tools and tests to
+    /// see this replica's consumer groups.
+    pub fn kafka(&self) -> Option<&KafkaLogs> {
+        self.logs.kafka()
     }
 
     /// The service for a background task to hold.
@@ -192,6 +200,23 @@ impl Messaging {
             push: self.push.clone(),
             topic_cache: self.topic_cache.clone(),
         }
+    }
+}
+
+/// Once the server begins to shut down, leaves this replica's Kafka consumer groups, so
+/// that other replicas take its partitions over at once; the service stays open until the
+/// groups were told.
+async fn leave_groups_at_shutdown(background: Background) {
+    let mut stopping = background.shared.stopping();
+    if stopping.wait_for(|stopping| *stopping).await.is_err() {
+        return;
+    }
+    let Some(messaging) = background.upgrade() else {
+        return;
+    };
+    let _working = messaging.shared.hold_open().await;
+    if let Some(kafka) = messaging.logs.kafka() {
+        kafka.leave_groups().await;
     }
 }
 

@@ -104,6 +104,11 @@ pub async fn seek(
             .execute(&mut *tx)
             .await?;
     }
+    // Replicas that fetch from these partitions read their positions again.
+    sqlx::query("UPDATE subscriptions SET seeks = seeks + 1 WHERE id = $1")
+        .bind(&sub.id)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     *cursors = None;
     tracing::info!(subscription = %sub.subscription.name, "subscription seeked");

@@ -427,6 +427,11 @@ pub async fn delete_subscription(
         .await?;
     tx.commit().await?;
     messaging.deliveries.forget(&row.id);
+    if let Some(kafka) = messaging.logs.kafka() {
+        let kafka = kafka.clone();
+        let id = row.id.clone();
+        tokio::spawn(async move { kafka.forget_group(&id).await });
+    }
     tracing::info!(subscription = %row.subscription.name, "subscription deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -17,8 +17,11 @@
 //! expired. The in-memory cursor only moves once the rows it covers have committed.
 //!
 //! `registry` keeps the per-subscription state of this process (cursors, the feeds of
-//! settled leases, push workers' wake-ups); `settle` has acks, nacks and extensions.
+//! settled leases, push workers' wake-ups); `settle` has acks, nacks and extensions; `groups`
+//! has the Kafka consumer groups that share a subscription's partitions out among replicas
+//! (on the embedded log this process fetches from all of them).
 
+mod groups;
 mod registry;
 mod settle;
 
@@ -36,7 +39,9 @@ use crate::publish::{append_stored, to_wire};
 use crate::subscriptions::SubscriptionRow;
 use crate::{Messaging, log_error};
 
+pub(crate) use self::groups::keep_groups;
 pub use self::registry::Deliveries;
+use self::registry::Positions;
 pub(crate) use self::settle::{Settle, settle};
 
 pub(crate) const WAITING: i64 = 0;
@@ -231,17 +236,37 @@ pub(crate) async fn take(
 ) -> Result<Vec<Taken>, ApiError> {
     let entry = messaging.deliveries.entry(&sub.id);
     let mut cursors = entry.lock().await;
+    let owned = groups::owned_partitions(messaging, sub).await?;
+    let generation = owned.as_ref().map_or(0, |a| a.generation);
+    let seeks = match owned {
+        Some(_) => groups::seeks(messaging, sub).await?,
+        None => 0,
+    };
     let now = now_millis();
     let mut working = match cursors.as_ref() {
-        Some(cursors) => cursors.clone(),
-        None => {
+        Some(cursors) if cursors.generation == generation && cursors.seeks == seeks => {
+            cursors.next.clone()
+        }
+        _ => {
             let mut conn = messaging.shared.store().pool().acquire().await?;
             load_cursors(&mut conn, sub).await?
         }
     };
     let (due, gone) = due_messages(messaging, sub, now, max).await?;
-    let (fresh, delayed, starts) =
-        new_messages(messaging, sub, &mut working, now, max - due.len()).await?;
+    let owned = owned.map(|a| a.partitions);
+    let (fresh, delayed, starts) = new_messages(
+        messaging,
+        sub,
+        (&mut working, owned.as_ref()),
+        now,
+        max - due.len(),
+    )
+    .await?;
+    let working = Positions {
+        generation,
+        seeks,
+        next: working,
+    };
 
     // Past its last attempt, a message is dead instead of out again; a copy goes to the
     // dead-letter topic, with where it came from and how often it was tried.
@@ -423,13 +448,15 @@ async fn due_messages(
     Ok((due, gone))
 }
 
-/// New messages from the log at the cursors, partition by partition; delayed ones are set
-/// aside with their delivery time. Also returns each partition's first retained offset.
+/// New messages from the log at the cursors, partition by partition (only from the
+/// partitions `owned`, when a consumer group shares them out); delayed ones are set aside
+/// with their delivery time. Also returns each partition's first retained offset (0 for one
+/// not owned).
 #[allow(clippy::type_complexity)]
 async fn new_messages(
     messaging: &Messaging,
     sub: &SubscriptionRow,
-    cursors: &mut [u64],
+    (cursors, owned): (&mut [u64], Option<&BTreeSet<u32>>),
     now: i64,
     max: usize,
 ) -> Result<(Vec<Fetched>, Vec<(u32, u64, i64)>, Vec<u64>), ApiError> {
@@ -438,6 +465,10 @@ async fn new_messages(
     let mut starts = Vec::with_capacity(cursors.len());
     for (partition, cursor) in cursors.iter_mut().enumerate() {
         let partition = partition as u32;
+        if owned.is_some_and(|owned| !owned.contains(&partition)) {
+            starts.push(0);
+            continue;
+        }
         let log = messaging
             .logs
             .partition(&sub.topic.id, partition)

@@ -19,8 +19,19 @@ pub struct Deliveries {
     nudges: std::sync::Mutex<HashMap<String, Arc<Notify>>>,
 }
 
-/// One subscription's cursors, one per partition; `None` until loaded.
-type Cursors = Arc<Mutex<Option<Vec<u64>>>>;
+/// One subscription's cursors; `None` until loaded.
+type Cursors = Arc<Mutex<Option<Positions>>>;
+
+/// Where fetching stands in each partition, as of a consumer-group assignment and a seek
+/// (on Kafka; both 0 on the embedded log): with a new assignment, or after a seek made on
+/// another replica, positions are read again, since another replica may have fetched from
+/// a partition while it held it, and a seek moves them.
+#[derive(Clone, Debug)]
+pub(crate) struct Positions {
+    pub(crate) generation: u64,
+    pub(crate) seeks: i64,
+    pub(crate) next: Vec<u64>,
+}
 
 impl Deliveries {
     /// The cursors of a subscription, to lock while its delivery state changes.

@@ -5,9 +5,11 @@
 //!
 //! Appends go through one idempotent producer with `acks=all`, so a publish is answered once
 //! every in-sync replica has its records, and retries never duplicate or reorder them.
-//! Reads assign a pooled consumer to the partition at an offset (no consumer group, no
-//! commits: subscriptions keep their positions in the metadata store, as on the embedded
-//! log). Retention is the topic's `retention.ms` and `retention.bytes`, applied by Kafka.
+//! Reads assign a pooled consumer to the partition at an offset. Subscriptions keep their
+//! leases and positions in the metadata store, as on the embedded log, and share a topic's
+//! partitions out among replicas through consumer groups ([`group`]), to which the positions
+//! are committed. Retention is the topic's `retention.ms` and `retention.bytes`, applied by
+//! Kafka.
 //!
 //! With `messaging_kafka_verify_offsets` the broker's offset answers are checked rather than
 //! trusted, for brokers that get them wrong (Tansu's memory engine, which CI runs): the end
@@ -15,6 +17,8 @@
 //! rest of that batch) is checked by reading on from the record before it, and the offset
 //! found for a time by reading the records around it (with a binary search by timestamp
 //! when it is wrong). On a correct broker the checks change nothing and cost reads.
+
+mod group;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,6 +38,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
+pub use self::group::{Assignment, Member};
+use self::group::{Groups, group_name};
 use crate::log::{LogError, MAX_PAYLOAD, Record};
 
 /// How long a metadata request, a watermark query or a read may take.
@@ -89,6 +95,7 @@ struct Client {
     /// Whether the broker's offset answers are checked (see the module's note).
     verify: bool,
     watches: Mutex<HashMap<(String, i32), Watched>>,
+    groups: Groups,
 }
 
 /// A partition's end, watched by a poller while anyone listens.
@@ -137,16 +144,23 @@ async fn blocking<T: Send + 'static>(
 
 impl KafkaLogs {
     /// Connects to the brokers (`host:port,host:port`) with topics of `replication` replicas
-    /// (-1: the broker's default).
+    /// (-1: the broker's default) and consumer groups with a session timeout of
+    /// `session_ms`.
     ///
     /// # Errors
     ///
     /// Returns the client's error when the configuration is refused; brokers that cannot be
     /// reached show up as errors of the first requests.
-    pub fn connect(brokers: &str, replication: i32, verify: bool) -> Result<KafkaLogs, LogError> {
+    pub fn connect(
+        brokers: &str,
+        replication: i32,
+        verify: bool,
+        session_ms: u64,
+    ) -> Result<KafkaLogs, LogError> {
         let mut base = ClientConfig::new();
         base.set("bootstrap.servers", brokers)
             .set("client.id", "plinth-messaging");
+        let groups = Groups::new(&base, session_ms);
         let producer: FutureProducer = base
             .clone()
             .set("acks", "all")
@@ -180,8 +194,94 @@ impl KafkaLogs {
                 replication,
                 verify,
                 watches: Mutex::new(HashMap::new()),
+                groups,
             }),
         })
+    }
+
+    /// This process's member of a subscription's consumer group, joining on first use.
+    ///
+    /// # Errors
+    ///
+    /// Returns the client's error when the consumer cannot be made.
+    pub fn member(&self, subscription_id: &str, topic_id: &str) -> Result<Arc<Member>, LogError> {
+        self.client.groups.join(subscription_id, topic_id)
+    }
+
+    /// The subscriptions whose groups this process is a member of, with its members.
+    pub fn members(&self) -> Vec<(String, Arc<Member>)> {
+        self.client.groups.all()
+    }
+
+    /// Leaves the groups no delivery here has used for `idle`; returns their subscriptions.
+    pub fn leave_idle(&self, idle: Duration) -> Vec<String> {
+        self.client.groups.leave_idle(idle)
+    }
+
+    /// Leaves every consumer group, for a shutdown: waits until the groups were told.
+    pub async fn leave_groups(&self) {
+        let client = self.client.clone();
+        let _ = tokio::task::spawn_blocking(move || client.groups.close()).await;
+    }
+
+    /// Leaves a subscription's group and deletes the group, once the subscription is gone.
+    /// A group that other replicas are still in stays, for the last of them to delete when
+    /// it leaves; Kafka also drops empty groups itself after `offsets.retention.minutes`.
+    pub async fn forget_group(&self, subscription_id: &str) {
+        self.client.groups.leave(subscription_id);
+        let group = group_name(subscription_id);
+        let options = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
+        // The member's consumer leaves on its polling thread; give it that long.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match self.client.admin.delete_groups(&[&group], &options).await {
+            Ok(results) => {
+                for result in results {
+                    if let Err((_, code)) = result {
+                        tracing::debug!(%group, %code, "consumer group not deleted");
+                    }
+                }
+            }
+            Err(err) => tracing::debug!(%group, error = %err, "consumer group not deleted"),
+        }
+    }
+
+    /// The offsets a subscription's group has committed on its topic, by partition (`None`
+    /// where it has committed none): what Kafka's tools see of the subscription.
+    ///
+    /// # Errors
+    ///
+    /// Returns the broker's error.
+    pub async fn group_offsets(
+        &self,
+        subscription_id: &str,
+        topic_id: &str,
+        partitions: u32,
+    ) -> Result<Vec<Option<u64>>, LogError> {
+        let mut config = self.client.reader_config.clone();
+        config.set("group.id", group_name(subscription_id));
+        let topic = topic_name(topic_id);
+        blocking(move || {
+            let consumer: BaseConsumer = config.create().map_err(kafka_error)?;
+            let mut list = TopicPartitionList::new();
+            for partition in 0..partitions {
+                list.add_partition(&topic, partition as i32);
+            }
+            let committed = consumer
+                .committed_offsets(list, REQUEST_TIMEOUT)
+                .map_err(kafka_error)?;
+            Ok((0..partitions)
+                .map(|partition| {
+                    match committed
+                        .find_partition(&topic, partition as i32)
+                        .map(|e| e.offset())
+                    {
+                        Some(Offset::Offset(offset)) if offset >= 0 => Some(offset as u64),
+                        _ => None,
+                    }
+                })
+                .collect())
+        })
+        .await
     }
 
     /// A partition of a topic. Kafka is not asked whether it exists: a missing topic shows
