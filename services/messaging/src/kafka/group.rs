@@ -16,13 +16,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use rdkafka::admin::AdminOptions;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use super::{kafka_error, topic_name};
+use super::{KafkaLogs, REQUEST_TIMEOUT, blocking, kafka_error, topic_name};
 use crate::log::LogError;
 
 /// How often a member's consumer is polled, which is how soon it sees a rebalance.
@@ -320,6 +321,94 @@ impl Groups {
 }
 
 /// The consumer group of a subscription.
-pub(super) fn group_name(subscription_id: &str) -> String {
+fn group_name(subscription_id: &str) -> String {
     format!("plinth.{subscription_id}")
+}
+
+/// The consumer groups of subscriptions, on the cluster.
+impl KafkaLogs {
+    /// This process's member of a subscription's consumer group, joining on first use.
+    ///
+    /// # Errors
+    ///
+    /// Returns the client's error when the consumer cannot be made.
+    pub fn member(&self, subscription_id: &str, topic_id: &str) -> Result<Arc<Member>, LogError> {
+        self.client.groups.join(subscription_id, topic_id)
+    }
+
+    /// The subscriptions whose groups this process is a member of, with its members.
+    pub fn members(&self) -> Vec<(String, Arc<Member>)> {
+        self.client.groups.all()
+    }
+
+    /// Leaves the groups no delivery here has used for `idle`; returns their subscriptions.
+    pub fn leave_idle(&self, idle: Duration) -> Vec<String> {
+        self.client.groups.leave_idle(idle)
+    }
+
+    /// Leaves every consumer group, for a shutdown: waits until the groups were told.
+    pub async fn leave_groups(&self) {
+        let client = self.client.clone();
+        let _ = tokio::task::spawn_blocking(move || client.groups.close()).await;
+    }
+
+    /// Leaves a subscription's group and deletes the group, once the subscription is gone.
+    /// A group that other replicas are still in stays, for the last of them to delete when
+    /// it leaves; Kafka also drops empty groups itself after `offsets.retention.minutes`.
+    pub async fn forget_group(&self, subscription_id: &str) {
+        self.client.groups.leave(subscription_id);
+        let group = group_name(subscription_id);
+        let options = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
+        // The member's consumer leaves on its polling thread; give it that long.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        match self.client.admin.delete_groups(&[&group], &options).await {
+            Ok(results) => {
+                for result in results {
+                    if let Err((_, code)) = result {
+                        tracing::debug!(%group, %code, "consumer group not deleted");
+                    }
+                }
+            }
+            Err(err) => tracing::debug!(%group, error = %err, "consumer group not deleted"),
+        }
+    }
+
+    /// The offsets a subscription's group has committed on its topic, by partition (`None`
+    /// where it has committed none): what Kafka's tools see of the subscription.
+    ///
+    /// # Errors
+    ///
+    /// Returns the broker's error.
+    pub async fn group_offsets(
+        &self,
+        subscription_id: &str,
+        topic_id: &str,
+        partitions: u32,
+    ) -> Result<Vec<Option<u64>>, LogError> {
+        let mut config = self.client.reader_config.clone();
+        config.set("group.id", group_name(subscription_id));
+        let topic = topic_name(topic_id);
+        blocking(move || {
+            let consumer: BaseConsumer = config.create().map_err(kafka_error)?;
+            let mut list = TopicPartitionList::new();
+            for partition in 0..partitions {
+                list.add_partition(&topic, partition as i32);
+            }
+            let committed = consumer
+                .committed_offsets(list, REQUEST_TIMEOUT)
+                .map_err(kafka_error)?;
+            Ok((0..partitions)
+                .map(|partition| {
+                    match committed
+                        .find_partition(&topic, partition as i32)
+                        .map(|e| e.offset())
+                    {
+                        Some(Offset::Offset(offset)) if offset >= 0 => Some(offset as u64),
+                        _ => None,
+                    }
+                })
+                .collect())
+        })
+        .await
+    }
 }

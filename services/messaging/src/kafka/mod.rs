@@ -19,6 +19,7 @@
 //! when it is wrong). On a correct broker the checks change nothing and cost reads.
 
 mod group;
+mod topics;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,9 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rdkafka::admin::{
-    AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
-};
+use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -38,8 +37,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
+use self::group::Groups;
 pub use self::group::{Assignment, Member};
-use self::group::{Groups, group_name};
 use crate::log::{LogError, MAX_PAYLOAD, Record};
 
 /// How long a metadata request, a watermark query or a read may take.
@@ -199,91 +198,6 @@ impl KafkaLogs {
         })
     }
 
-    /// This process's member of a subscription's consumer group, joining on first use.
-    ///
-    /// # Errors
-    ///
-    /// Returns the client's error when the consumer cannot be made.
-    pub fn member(&self, subscription_id: &str, topic_id: &str) -> Result<Arc<Member>, LogError> {
-        self.client.groups.join(subscription_id, topic_id)
-    }
-
-    /// The subscriptions whose groups this process is a member of, with its members.
-    pub fn members(&self) -> Vec<(String, Arc<Member>)> {
-        self.client.groups.all()
-    }
-
-    /// Leaves the groups no delivery here has used for `idle`; returns their subscriptions.
-    pub fn leave_idle(&self, idle: Duration) -> Vec<String> {
-        self.client.groups.leave_idle(idle)
-    }
-
-    /// Leaves every consumer group, for a shutdown: waits until the groups were told.
-    pub async fn leave_groups(&self) {
-        let client = self.client.clone();
-        let _ = tokio::task::spawn_blocking(move || client.groups.close()).await;
-    }
-
-    /// Leaves a subscription's group and deletes the group, once the subscription is gone.
-    /// A group that other replicas are still in stays, for the last of them to delete when
-    /// it leaves; Kafka also drops empty groups itself after `offsets.retention.minutes`.
-    pub async fn forget_group(&self, subscription_id: &str) {
-        self.client.groups.leave(subscription_id);
-        let group = group_name(subscription_id);
-        let options = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
-        // The member's consumer leaves on its polling thread; give it that long.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        match self.client.admin.delete_groups(&[&group], &options).await {
-            Ok(results) => {
-                for result in results {
-                    if let Err((_, code)) = result {
-                        tracing::debug!(%group, %code, "consumer group not deleted");
-                    }
-                }
-            }
-            Err(err) => tracing::debug!(%group, error = %err, "consumer group not deleted"),
-        }
-    }
-
-    /// The offsets a subscription's group has committed on its topic, by partition (`None`
-    /// where it has committed none): what Kafka's tools see of the subscription.
-    ///
-    /// # Errors
-    ///
-    /// Returns the broker's error.
-    pub async fn group_offsets(
-        &self,
-        subscription_id: &str,
-        topic_id: &str,
-        partitions: u32,
-    ) -> Result<Vec<Option<u64>>, LogError> {
-        let mut config = self.client.reader_config.clone();
-        config.set("group.id", group_name(subscription_id));
-        let topic = topic_name(topic_id);
-        blocking(move || {
-            let consumer: BaseConsumer = config.create().map_err(kafka_error)?;
-            let mut list = TopicPartitionList::new();
-            for partition in 0..partitions {
-                list.add_partition(&topic, partition as i32);
-            }
-            let committed = consumer
-                .committed_offsets(list, REQUEST_TIMEOUT)
-                .map_err(kafka_error)?;
-            Ok((0..partitions)
-                .map(|partition| {
-                    match committed
-                        .find_partition(&topic, partition as i32)
-                        .map(|e| e.offset())
-                    {
-                        Some(Offset::Offset(offset)) if offset >= 0 => Some(offset as u64),
-                        _ => None,
-                    }
-                })
-                .collect())
-        })
-        .await
-    }
-
     /// A partition of a topic. Kafka is not asked whether it exists: a missing topic shows
     /// as [`LogError::NoSuchLog`] from the first call that reaches it.
     pub fn partition(&self, topic_id: &str, partition: u32) -> KafkaPartition {
@@ -292,131 +206,6 @@ impl KafkaLogs {
             topic: topic_name(topic_id),
             partition: partition as i32,
         }
-    }
-
-    /// Creates a topic's Kafka topic, and waits until its partitions can be used.
-    ///
-    /// # Errors
-    ///
-    /// Returns the broker's refusal.
-    pub async fn create_topic(
-        &self,
-        topic_id: &str,
-        partitions: u32,
-        retention: Retention,
-    ) -> Result<(), LogError> {
-        let name = topic_name(topic_id);
-        let configs = retention.configs();
-        let largest = (MAX_PAYLOAD + 4096).to_string();
-        let mut topic = NewTopic::new(
-            &name,
-            partitions as i32,
-            TopicReplication::Fixed(self.client.replication),
-        );
-        for (key, value) in &configs {
-            topic = topic.set(key, value);
-        }
-        topic = topic.set("max.message.bytes", &largest);
-        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
-        let results = self
-            .client
-            .admin
-            .create_topics([&topic], &options)
-            .await
-            .map_err(kafka_error)?;
-        for result in results {
-            if let Err((topic, code)) = result {
-                return Err(LogError::Backend(format!("cannot create {topic}: {code}")));
-            }
-        }
-        // Until the cluster's metadata has the partitions, appends and reads would fail.
-        let client = self.client.clone();
-        blocking(move || {
-            let until = Instant::now() + REQUEST_TIMEOUT;
-            loop {
-                let reader = client.reader()?;
-                let metadata = reader
-                    .fetch_metadata(Some(&name), REQUEST_TIMEOUT)
-                    .map_err(kafka_error);
-                client.give_back(reader);
-                let ready = metadata?.topics().iter().any(|t| {
-                    t.name() == name
-                        && t.error().is_none()
-                        && t.partitions().len() as u32 >= partitions
-                });
-                if ready {
-                    return Ok(());
-                }
-                if Instant::now() >= until {
-                    return Err(LogError::Backend(format!("{name} did not appear in time")));
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-        .await
-    }
-
-    /// Sets a topic's retention.
-    ///
-    /// # Errors
-    ///
-    /// Returns the broker's refusal.
-    pub async fn update_retention(
-        &self,
-        topic_id: &str,
-        retention: Retention,
-    ) -> Result<(), LogError> {
-        let name = topic_name(topic_id);
-        let configs = retention.configs();
-        let mut alter = AlterConfig::new(ResourceSpecifier::Topic(&name));
-        for (key, value) in &configs {
-            alter = alter.set(key, value);
-        }
-        let options = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
-        let altered = self.client.admin.alter_configs([&alter], &options).await;
-        let results = match altered {
-            // Kafka-compatible brokers without AlterConfigs (Tansu) keep the retention the
-            // topic was created with; the row still records the new one.
-            Err(KafkaError::AdminOp(RDKafkaErrorCode::UnsupportedFeature)) => {
-                tracing::warn!(topic = %name, "this broker cannot change topic configs; retention unchanged on Kafka");
-                return Ok(());
-            }
-            other => other.map_err(kafka_error)?,
-        };
-        for result in results {
-            if let Err((_, code)) = result {
-                return Err(LogError::Backend(format!(
-                    "cannot set the retention of {name}: {code}"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    /// Deletes a topic's Kafka topic; one already gone is no error.
-    ///
-    /// # Errors
-    ///
-    /// Returns the broker's refusal.
-    pub async fn delete_topic(&self, topic_id: &str) -> Result<(), LogError> {
-        let name = topic_name(topic_id);
-        self.client.watches().retain(|(topic, _), _| *topic != name);
-        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
-        let results = self
-            .client
-            .admin
-            .delete_topics(&[&name], &options)
-            .await
-            .map_err(kafka_error)?;
-        for result in results {
-            match result {
-                Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
-                Err((topic, code)) => {
-                    return Err(LogError::Backend(format!("cannot delete {topic}: {code}")));
-                }
-            }
-        }
-        Ok(())
     }
 }
 
