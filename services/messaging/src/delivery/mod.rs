@@ -442,6 +442,16 @@ async fn due_messages(
             Err(LogError::OffsetOutOfRange { offset, start, .. }) if offset < start => {
                 gone.push((partition, offset, was));
             }
+            // Past the end as the log reports it this moment, although it was delivered:
+            // a broker's answer behind its own records (Tansu's, see `kafka`). Next time.
+            Err(LogError::OffsetOutOfRange { offset, end, .. }) => {
+                tracing::debug!(
+                    partition,
+                    offset,
+                    end,
+                    "a due message is past the end; later"
+                );
+            }
             Err(err) => return Err(log_error(err)),
         }
     }
@@ -480,10 +490,17 @@ async fn new_messages(
         if fresh.len() >= max || *cursor >= end {
             continue;
         }
-        let records = log
-            .read(*cursor, max - fresh.len(), 4 << 20)
-            .await
-            .map_err(log_error)?;
+        let records = match log.read(*cursor, max - fresh.len(), 4 << 20).await {
+            Ok(records) => records,
+            // The end went back since it was read (a broker answering behind its own
+            // records, see `kafka`), or retention went past the cursor: fetch next time,
+            // from where the log then starts.
+            Err(LogError::OffsetOutOfRange { offset, start, end }) => {
+                tracing::debug!(partition, offset, start, end, "the log moved under a fetch");
+                continue;
+            }
+            Err(err) => return Err(log_error(err)),
+        };
         for record in records {
             *cursor = record.offset + 1;
             let message = StoredMessage::decode(&record.payload).map_err(ApiError::internal)?;

@@ -20,6 +20,13 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) async fn start(backend: TestBackend) -> Server {
+        // `PLINTH_TEST_LOG=debug` (any tracing filter) shows the servers' logs.
+        if let Ok(filter) = std::env::var("PLINTH_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
         let mut config = backend.config.clone();
         // Push tests deliver to endpoints on this host, which only the operator can allow.
         config.messaging_push_allow = vec!["127.0.0.1".into()];
