@@ -332,7 +332,8 @@ async fn the_consumer_group_shares_the_partitions_out(backend: TestBackend) {
     // The first replica stops: the second takes all partitions over and loses nothing
     // published meanwhile.
     publish_keyed(&second, &key, 200, 100).await;
-    first.stop().await;
+    // Its backend holds the metadata store both use: kept until the end.
+    let _store = first.stop().await;
     let rest = drain(&second, &key, 100, Duration::from_secs(30)).await;
     assert_eq!(share(&second).map(|s| s.2.len()), Some(4), "not taken over");
     let mut values: Vec<u64> = rest.iter().map(|d| d.1).collect();
