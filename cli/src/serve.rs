@@ -20,6 +20,8 @@ pub(crate) enum Service {
     Storage,
     /// Messaging (topics and messages).
     Messaging,
+    /// Search (indexes, documents and queries).
+    Search,
 }
 
 /// Arguments of `plinth serve`; flags win over the environment and `plinth.toml`.
@@ -73,6 +75,12 @@ pub(crate) async fn services(
             .await
             .context("cannot open the message log (configuration key `messaging_url`)")?;
         router = router.merge(plinth_messaging::router(messaging));
+    }
+    if wanted(Service::Search) {
+        let search = plinth_search::Search::open(shared.clone())
+            .await
+            .context("cannot open the index directory (configuration key `search_dir`)")?;
+        router = router.merge(plinth_search::router(search));
     }
     Ok(router)
 }

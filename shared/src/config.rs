@@ -155,6 +155,13 @@ pub struct Config {
     /// with it within this time is not stored twice (`PLINTH_MESSAGING_DEDUP_WINDOW`).
     #[serde(with = "humantime_serde")]
     pub messaging_dedup_window: Duration,
+    /// Where the search indexes live, one directory each (`PLINTH_SEARCH_DIR`); default
+    /// `<data_dir>/search`.
+    pub search_dir: Option<PathBuf>,
+    /// How soon a write is searchable when it does not wait for it: readers are reloaded at
+    /// most this often (`PLINTH_SEARCH_REFRESH_INTERVAL`).
+    #[serde(with = "humantime_serde")]
+    pub search_refresh_interval: Duration,
     /// The operator's admin token (`PLINTH_ADMIN_TOKEN`); generated on first start if neither
     /// it nor `admin_token_file` is set.
     pub admin_token: Option<Secret>,
@@ -226,6 +233,8 @@ impl Default for Config {
             messaging_kafka_session_timeout: Duration::from_secs(10),
             messaging_kafka_group_idle: Duration::from_secs(30),
             messaging_dedup_window: Duration::from_secs(5 * 60),
+            search_dir: None,
+            search_refresh_interval: Duration::from_secs(1),
             admin_token: None,
             admin_token_file: None,
             master_key: None,
@@ -381,6 +390,14 @@ impl Config {
                 reason: "must be 1s to 24h".into(),
             });
         }
+        if self.search_refresh_interval < Duration::from_millis(10)
+            || self.search_refresh_interval > Duration::from_secs(60)
+        {
+            return Err(ConfigError::Value {
+                key: "search_refresh_interval",
+                reason: "must be 10ms to 60s".into(),
+            });
+        }
         if !(1..=1024).contains(&self.messaging_max_partitions) {
             return Err(ConfigError::Value {
                 key: "messaging_max_partitions",
@@ -456,6 +473,14 @@ impl Config {
             });
         }
         Err(invalid("must be file://DIR or s3://BUCKET[/PREFIX]"))
+    }
+
+    /// Returns the directory of the search indexes (`search_dir`, default
+    /// `<data_dir>/search`).
+    pub fn search_dir(&self) -> PathBuf {
+        self.search_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("search"))
     }
 
     /// Returns where messages live, from `messaging_url` (default: the embedded log under the

@@ -53,6 +53,29 @@ pub enum ApiError {
     },
     #[error("{0}")]
     InvalidSubscriptionName(String),
+    #[error("{0}")]
+    InvalidIndexName(String),
+    #[error("invalid schema: {0}")]
+    InvalidSchema(String),
+    #[error("document {position}: field `{field}`: {reason}")]
+    InvalidDocument {
+        position: usize,
+        field: String,
+        reason: String,
+    },
+    #[error("query at character {position}: {reason}")]
+    InvalidQuery { position: usize, reason: String },
+    #[error("invalid `{parameter}`: {reason}")]
+    InvalidFilter {
+        parameter: &'static str,
+        reason: String,
+    },
+    #[error("index `{0}` not found")]
+    IndexNotFound(String),
+    #[error("document `{0}` not found")]
+    DocumentNotFound(String),
+    #[error("an index named `{0}` already exists in the project")]
+    IndexNameTaken(String),
     #[error("subscription `{0}` not found")]
     SubscriptionNotFound(String),
     #[error("a subscription named `{0}` already exists in the project")]
@@ -181,6 +204,14 @@ impl ApiError {
             ApiError::TopicNotFound(_) => ErrorCode::TopicNotFound,
             ApiError::PartitionNotFound { .. } => ErrorCode::PartitionNotFound,
             ApiError::TopicNameTaken(_) => ErrorCode::TopicNameTaken,
+            ApiError::InvalidIndexName(_) => ErrorCode::InvalidIndexName,
+            ApiError::InvalidSchema(_) => ErrorCode::InvalidSchema,
+            ApiError::InvalidDocument { .. } => ErrorCode::InvalidDocument,
+            ApiError::InvalidQuery { .. } => ErrorCode::InvalidQuery,
+            ApiError::InvalidFilter { .. } => ErrorCode::InvalidFilter,
+            ApiError::IndexNotFound(_) => ErrorCode::IndexNotFound,
+            ApiError::DocumentNotFound(_) => ErrorCode::DocumentNotFound,
+            ApiError::IndexNameTaken(_) => ErrorCode::IndexNameTaken,
             ApiError::MessageTooLarge { .. } => ErrorCode::MessageTooLarge,
             ApiError::BucketNotFound(_) => ErrorCode::BucketNotFound,
             ApiError::ObjectNotFound(_) => ErrorCode::ObjectNotFound,
@@ -240,6 +271,15 @@ impl ApiError {
             }
             ApiError::OffsetOutOfRange { start, end, .. } => {
                 Some(serde_json::json!({ "start": start, "end": end }))
+            }
+            ApiError::InvalidDocument {
+                position, field, ..
+            } => Some(serde_json::json!({ "position": position, "field": field })),
+            ApiError::InvalidQuery { position, .. } => {
+                Some(serde_json::json!({ "position": position }))
+            }
+            ApiError::InvalidFilter { parameter, .. } => {
+                Some(serde_json::json!({ "parameter": parameter }))
             }
             _ => None,
         }

@@ -88,6 +88,17 @@ error_codes! {
     InvalidMessage = ("invalid_message", 400),
     /// An offset or time lies outside what the partition holds.
     OffsetOutOfRange = ("offset_out_of_range", 400),
+    /// An index name breaks the naming rules (those of topic names).
+    InvalidIndexName = ("invalid_index_name", 400),
+    /// An index schema is unusable: an unknown type or analyzer, a duplicate or reserved
+    /// field, a missing primary key, an option the field's type cannot have.
+    InvalidSchema = ("invalid_schema", 400),
+    /// A document does not fit its index's schema; `details` name its position and field.
+    InvalidDocument = ("invalid_document", 400),
+    /// A query string cannot be parsed; `details` give the position.
+    InvalidQuery = ("invalid_query", 400),
+    /// A filter, sort or facet is malformed or names a field that cannot be used so.
+    InvalidFilter = ("invalid_filter", 400),
     /// No `Authorization: Bearer` credential was sent.
     MissingCredentials = ("missing_credentials", 401),
     /// The API key or admin token is not known.
@@ -137,6 +148,10 @@ error_codes! {
     NotificationNotFound = ("notification_not_found", 404),
     /// The topic has no partition of that number.
     PartitionNotFound = ("partition_not_found", 404),
+    /// No such index in the project (or it belongs to someone else).
+    IndexNotFound = ("index_not_found", 404),
+    /// No document with that id in the index.
+    DocumentNotFound = ("document_not_found", 404),
     /// No route matches the path.
     RouteNotFound = ("route_not_found", 404),
     /// The route exists but not for this method.
@@ -157,6 +172,8 @@ error_codes! {
     SubscriptionIsPush = ("subscription_is_push", 409),
     /// The project already has a topic of this name.
     TopicNameTaken = ("topic_name_taken", 409),
+    /// The project already has an index of this name.
+    IndexNameTaken = ("index_name_taken", 409),
     /// The object is larger than the bucket's or project's largest object.
     ObjectTooLarge = ("object_too_large", 413),
     /// A message value is larger than the project's or the server's largest message.

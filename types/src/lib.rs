@@ -9,11 +9,13 @@
 //! - [`console`]: projects, keys, tokens, quotas, usage and audit of the console API.
 //! - [`storage`]: buckets and object descriptions of the storage API.
 //! - [`messaging`]: topics, publishing and partition reads of the messaging API.
+//! - [`search`]: indexes, schemas, documents, queries and hits of the search API.
 
 pub mod console;
 pub mod error;
 pub mod messaging;
 pub mod scope;
+pub mod search;
 pub mod storage;
 
 pub use error::{ErrorBody, ErrorCode};

@@ -1,0 +1,346 @@
+//! One index on tantivy: its writer, its reader, and the searches made on it. No HTTP here.
+//!
+//! - [`schema`]: a schema checked and turned into tantivy's.
+//! - [`analysis`]: the analyzers of text fields.
+//! - [`document`]: a JSON document checked against the schema.
+//! - [`query`]: the query language.
+//!
+//! Writes go to one thread per open index, which takes every write queued, applies them and
+//! commits once (tantivy's commit syncs the new segments and the index's meta file before it
+//! returns), then answers each: an answered write survives a crash, and concurrent writers
+//! share the commit. Searches see a reader that is reloaded after a commit at most once per
+//! refresh interval, or at once for a write that asks to wait until it is searchable.
+
+pub(crate) mod analysis;
+pub(crate) mod document;
+pub(crate) mod query;
+pub(crate) mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use plinth_types::search::{Hit, IndexSettings, IndexStats};
+use serde_json::{Map, Value};
+use tantivy::collector::{Count, TopDocs};
+use tantivy::query::{Query, TermQuery};
+use tantivy::schema::{IndexRecordOption, Value as _};
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tokio::sync::oneshot;
+
+use self::document::Prepared;
+use self::query::Planner;
+use self::schema::Compiled;
+
+/// The writer's memory budget: tantivy's smallest for one thread.
+const WRITER_MEMORY: usize = 15_000_000;
+/// Most writes one commit takes.
+const MOST_PER_COMMIT: usize = 256;
+
+/// What can go wrong in an index.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// tantivy failed (I/O, a damaged index).
+    #[error("index: {0}")]
+    Tantivy(#[from] tantivy::TantivyError),
+    /// The index's files hold another schema than its row.
+    #[error("the index's files do not match its schema")]
+    SchemaMismatch,
+    /// The writer thread has stopped.
+    #[error("the index writer has stopped")]
+    Closed,
+}
+
+/// A change to an index.
+#[derive(Debug)]
+pub(crate) enum Change {
+    /// Adds documents, replacing those with the same ids.
+    Upsert(Vec<Prepared>),
+    /// Deletes the documents with these ids.
+    Delete(Vec<String>),
+}
+
+/// A change on its way to the writer.
+struct Write {
+    change: Change,
+    /// Answer once the change is searchable, not only durable.
+    wait: bool,
+    reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// An open index.
+pub(crate) struct Engine {
+    schema: Compiled,
+    reader: IndexReader,
+    dir: PathBuf,
+    writes: mpsc::SyncSender<Write>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Opens the index in `dir`, creating it when the directory holds none, and starts its
+    /// writer thread. Blocks: call it on a blocking thread.
+    ///
+    /// # Errors
+    ///
+    /// Returns tantivy's error, or [`EngineError::SchemaMismatch`].
+    pub(crate) fn open(
+        dir: &Path,
+        schema: Compiled,
+        refresh: Duration,
+    ) -> Result<Engine, EngineError> {
+        std::fs::create_dir_all(dir).map_err(tantivy::TantivyError::from)?;
+        let index = if dir.join("meta.json").exists() {
+            let index = Index::open_in_dir(dir)?;
+            if index.schema() != schema.schema {
+                return Err(EngineError::SchemaMismatch);
+            }
+            index
+        } else {
+            Index::create_in_dir(dir, schema.schema.clone())?
+        };
+        analysis::register(&index);
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        let writer: IndexWriter = index.writer_with_num_threads(1, WRITER_MEMORY)?;
+        let (writes, queue) = mpsc::sync_channel(MOST_PER_COMMIT);
+        let thread_reader = reader.clone();
+        let thread_schema = schema.clone();
+        std::thread::Builder::new()
+            .name("plinth-index".into())
+            .spawn(move || write_loop(writer, thread_reader, thread_schema, queue, refresh))
+            .map_err(tantivy::TantivyError::from)?;
+        Ok(Engine {
+            schema,
+            reader,
+            dir: dir.to_path_buf(),
+            writes,
+        })
+    }
+
+    /// The index's schema.
+    pub(crate) fn schema(&self) -> &Compiled {
+        &self.schema
+    }
+
+    /// Applies a change and commits it; with `wait`, answers once it is searchable.
+    ///
+    /// # Errors
+    ///
+    /// Returns why the commit failed (nothing of the change is then kept).
+    pub(crate) async fn write(&self, change: Change, wait: bool) -> Result<(), EngineError> {
+        let (reply, answer) = oneshot::channel();
+        let write = Write {
+            change,
+            wait,
+            reply,
+        };
+        let writes = self.writes.clone();
+        // The queue is bounded: a full one holds the caller back, on a blocking thread.
+        tokio::task::spawn_blocking(move || writes.send(write))
+            .await
+            .map_err(|_| EngineError::Closed)?
+            .map_err(|_| EngineError::Closed)?;
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(EngineError::Tantivy(tantivy::TantivyError::SystemError(
+                reason,
+            ))),
+            Err(_) => Err(EngineError::Closed),
+        }
+    }
+
+    /// The stored fields of the document with this id, if there is one.
+    ///
+    /// # Errors
+    ///
+    /// Returns tantivy's error.
+    pub(crate) fn get(&self, id: &str) -> Result<Option<Map<String, Value>>, EngineError> {
+        let searcher = self.reader.searcher();
+        let query = TermQuery::new(
+            Term::from_field_text(self.schema.id, id),
+            IndexRecordOption::Basic,
+        );
+        let top = searcher.search(&query, &TopDocs::with_limit(1).order_by_score())?;
+        match top.first() {
+            Some((_, address)) => Ok(Some(self.source(&searcher.doc(*address)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Runs a query; returns a page of hits and the number of all matches.
+    ///
+    /// # Errors
+    ///
+    /// Returns `invalid_query` for a query that cannot be parsed, and tantivy's error.
+    pub(crate) fn search(
+        &self,
+        settings: &IndexSettings,
+        text: &str,
+        prefix: bool,
+        (limit, offset): (usize, usize),
+    ) -> Result<(Vec<Hit>, u64), SearchError> {
+        let planner = Planner {
+            schema: &self.schema,
+            settings,
+            prefix,
+        };
+        let query: Box<dyn Query> = planner.plan(text).map_err(SearchError::Query)?;
+        let searcher = self.reader.searcher();
+        let collector = (
+            TopDocs::with_limit(limit)
+                .and_offset(offset)
+                .order_by_score(),
+            Count,
+        );
+        let (top, total) = searcher
+            .search(&query, &collector)
+            .map_err(EngineError::from)?;
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, address) in top {
+            let document: TantivyDocument = searcher.doc(address).map_err(EngineError::from)?;
+            let document = self.source(&document);
+            let id = document
+                .get(&self.schema.primary_key)
+                .cloned()
+                .unwrap_or(Value::Null);
+            hits.push(Hit {
+                id,
+                score,
+                document,
+            });
+        }
+        Ok((hits, total as u64))
+    }
+
+    /// The documents searchable now and the bytes of the index's files.
+    pub(crate) fn stats(&self) -> IndexStats {
+        let documents = self.reader.searcher().num_docs();
+        let bytes = std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        IndexStats { documents, bytes }
+    }
+
+    fn source(&self, document: &TantivyDocument) -> Map<String, Value> {
+        document
+            .get_first(self.schema.source)
+            .and_then(|value| value.as_bytes())
+            .and_then(|bytes| serde_json::from_slice(bytes).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// A search that failed.
+#[derive(Debug)]
+pub(crate) enum SearchError {
+    /// The query is malformed.
+    Query(plinth_shared::ApiError),
+    /// The index failed.
+    Engine(EngineError),
+}
+
+impl From<EngineError> for SearchError {
+    fn from(err: EngineError) -> Self {
+        SearchError::Engine(err)
+    }
+}
+
+/// The writer thread: takes what is queued, applies it, commits, answers; reloads the
+/// reader at most once per `refresh` (at once when a write waits for it). Ends when the
+/// engine is dropped.
+fn write_loop(
+    mut writer: IndexWriter,
+    reader: IndexReader,
+    schema: Compiled,
+    queue: mpsc::Receiver<Write>,
+    refresh: Duration,
+) {
+    let mut reloaded = Instant::now();
+    let mut stale = false;
+    loop {
+        let first = match queue.recv_timeout(refresh) {
+            Ok(write) => write,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if stale && reader.reload().is_ok() {
+                    stale = false;
+                    reloaded = Instant::now();
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let mut batch = vec![first];
+        while batch.len() < MOST_PER_COMMIT {
+            match queue.try_recv() {
+                Ok(write) => batch.push(write),
+                Err(_) => break,
+            }
+        }
+        let mut failed = None;
+        for write in &mut batch {
+            let change = std::mem::replace(&mut write.change, Change::Delete(Vec::new()));
+            if let Err(err) = apply(&writer, &schema, change) {
+                failed = Some(err);
+                break;
+            }
+        }
+        let committed = match failed {
+            Some(err) => Err(err),
+            None => writer.commit().map(drop),
+        };
+        if let Err(err) = committed {
+            tracing::error!(error = %err, "index commit failed; the writes are lost");
+            let _ = writer.rollback();
+            for write in batch {
+                let _ = write.reply.send(Err(err.to_string()));
+            }
+            continue;
+        }
+        stale = true;
+        let wait = batch.iter().any(|w| w.wait);
+        if (wait || reloaded.elapsed() >= refresh) && reader.reload().is_ok() {
+            stale = false;
+            reloaded = Instant::now();
+        }
+        for write in batch {
+            let _ = write.reply.send(Ok(()));
+        }
+    }
+    // Pending merges finish before the index is let go.
+    if let Err(err) = writer.wait_merging_threads() {
+        tracing::warn!(error = %err, "index merges did not finish");
+    }
+}
+
+fn apply(writer: &IndexWriter, schema: &Compiled, change: Change) -> tantivy::Result<()> {
+    match change {
+        Change::Upsert(documents) => {
+            for prepared in documents {
+                writer.delete_term(Term::from_field_text(schema.id, &prepared.id));
+                writer.add_document(prepared.document)?;
+            }
+        }
+        Change::Delete(ids) => {
+            for id in ids {
+                writer.delete_term(Term::from_field_text(schema.id, &id));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! The search service's scenarios, each run on SQLite and on PostgreSQL metadata.
+
+mod common;
+mod documents;
+mod indexes;
+mod queries;

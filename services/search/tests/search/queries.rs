@@ -1,0 +1,193 @@
+//! Queries: relevance basics, typo tolerance, prefixes, phrases, signs, fields and boosts,
+//! stemming, Chinese text, stop words, pagination, and malformed queries.
+
+use crate::common::*;
+
+fn catalogue() -> Value {
+    json!([
+        {"id": "1", "title": "Search engines explained", "body": "how an inverted index finds words quickly"},
+        {"id": "2", "title": "Rust for services", "body": "the quick brown fox writes a search service"},
+        {"id": "3", "title": "Running shoes", "body": "light shoes for a brown trail", "tags": ["sport"]},
+        {"id": "4", "title": "A lamp", "body": "brown quick lamp", "body_zh": "我爱北京天安门"},
+        {"id": "5", "title": "Cooking", "body": "the fox runs from the kitchen", "body_zh": "东京塔很高"}
+    ])
+}
+
+async fn sorted(server: &Server, key: &str, query: &str) -> Vec<Value> {
+    let (mut ids, total) = server.ids(key, "products", json!({"q": query})).await;
+    assert_eq!(ids.len() as u64, total, "{query}: one page holds them all");
+    ids.sort_by_key(|id| id.as_str().unwrap().to_owned());
+    ids
+}
+
+async fn words_typos_prefixes_and_phrases_match(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let key = server.tenant("shop", Quotas::default()).await;
+    with_products(&server, &key, catalogue()).await;
+    let ids = |list: &[&str]| list.iter().map(|s| json!(s)).collect::<Vec<_>>();
+
+    // Every word must match; the best match comes first.
+    assert_eq!(sorted(&server, &key, "search").await, ids(&["1", "2"]));
+    assert_eq!(sorted(&server, &key, "brown fox").await, ids(&["2"]));
+    let (first, _) = server
+        .ids(&key, "products", json!({"q": "search engines"}))
+        .await;
+    assert_eq!(first[0], json!("1"));
+    // One typo from five letters, two from nine, none below five.
+    assert_eq!(sorted(&server, &key, "serch").await, ids(&["1", "2"]));
+    assert_eq!(sorted(&server, &key, "invertde",).await, ids(&["1"]));
+    assert_eq!(sorted(&server, &key, "explaiend").await, ids(&["1"]));
+    assert!(sorted(&server, &key, "lapm").await.is_empty());
+    // The last word matches the words it begins, unless asked not to.
+    assert_eq!(sorted(&server, &key, "kitch").await, ids(&["5"]));
+    let (none, _) = server
+        .ids(&key, "products", json!({"q": "kitch", "prefix": false}))
+        .await;
+    assert!(none.is_empty());
+    // A phrase keeps its order.
+    assert_eq!(sorted(&server, &key, r#""quick brown""#).await, ids(&["2"]));
+    assert_eq!(sorted(&server, &key, r#""brown quick""#).await, ids(&["4"]));
+    // Excluded words, named fields, boosts.
+    assert_eq!(sorted(&server, &key, "brown -fox").await, ids(&["3", "4"]));
+    assert_eq!(sorted(&server, &key, "title:lamp").await, ids(&["4"]));
+    assert_eq!(sorted(&server, &key, "tags:sport").await, ids(&["3"]));
+    let (boosted, _) = server
+        .ids(&key, "products", json!({"q": "brown title:lamp^10"}))
+        .await;
+    assert_eq!(boosted, [json!("4")]);
+    // English stems on the title: "run" finds "Running".
+    assert_eq!(sorted(&server, &key, "title:run").await, ids(&["3"]));
+    // Chinese and Japanese text is found by its words.
+    assert_eq!(sorted(&server, &key, "body_zh:北京").await, ids(&["4"]));
+    assert_eq!(sorted(&server, &key, "body_zh:天安门").await, ids(&["4"]));
+    assert_eq!(sorted(&server, &key, "body_zh:东京塔").await, ids(&["5"]));
+    assert!(sorted(&server, &key, "body_zh:上海").await.is_empty());
+    // An empty query matches everything.
+    assert_eq!(sorted(&server, &key, "").await.len(), 5);
+}
+
+async fn settings_change_the_next_query(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let key = server.tenant("shop", Quotas::default()).await;
+    with_products(&server, &key, catalogue()).await;
+    // "the" is in documents 2 and 5; as a stop word it is ignored.
+    assert_eq!(
+        server
+            .ids(&key, "products", json!({"q": "the fox"}))
+            .await
+            .1,
+        2
+    );
+    assert_eq!(
+        server
+            .ids(&key, "products", json!({"q": "the lamp"}))
+            .await
+            .1,
+        0
+    );
+    let settings = json!({"stop_words": ["the"], "typo_tolerance": {"enabled": false}});
+    server
+        .ok(
+            &key,
+            Method::PUT,
+            "/indexes/products/settings",
+            Some(settings),
+        )
+        .await;
+    assert_eq!(
+        server
+            .ids(&key, "products", json!({"q": "the lamp"}))
+            .await
+            .1,
+        1
+    );
+    assert_eq!(
+        server
+            .ids(&key, "products", json!({"q": "serch", "prefix": false}))
+            .await
+            .1,
+        0
+    );
+}
+
+async fn pages_and_totals(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let key = server.tenant("shop", Quotas::default()).await;
+    let documents: Vec<Value> = (0..25)
+        .map(|n| json!({"id": format!("{n:02}"), "title": format!("widget {n}")}))
+        .collect();
+    with_products(&server, &key, json!(documents)).await;
+    let mut seen = Vec::new();
+    for offset in [0, 10, 20] {
+        let page = server
+            .ok(
+                &key,
+                Method::POST,
+                "/indexes/products/search",
+                Some(json!({"q": "widget", "limit": 10, "offset": offset})),
+            )
+            .await;
+        assert_eq!(page["total"], 25);
+        assert!(page["took_ms"].as_f64().unwrap() >= 0.0);
+        seen.extend(
+            page["hits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["id"].clone()),
+        );
+    }
+    seen.sort_by_key(|id| id.as_str().unwrap().to_owned());
+    seen.dedup();
+    assert_eq!(seen.len(), 25, "every hit once across the pages");
+    for bad in [
+        json!({"limit": 0}),
+        json!({"limit": 1001}),
+        json!({"offset": 10001}),
+    ] {
+        let (status, code, _) = server
+            .refused(&key, Method::POST, "/indexes/products/search", Some(bad))
+            .await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::BAD_REQUEST, "invalid_field")
+        );
+    }
+}
+
+async fn malformed_queries_say_where(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let key = server.tenant("shop", Quotas::default()).await;
+    with_products(&server, &key, catalogue()).await;
+    let cases = [
+        (r#"lamp "brown"#, 5),
+        ("lamp + desk", 5),
+        ("colour:red", 0),
+        ("lamp -", 5),
+        ("price:cheap", 0),
+        ("lamp^x", 4),
+    ];
+    for (query, position) in cases {
+        let (status, code, body) = server
+            .refused(
+                &key,
+                Method::POST,
+                "/indexes/products/search",
+                Some(json!({"q": query})),
+            )
+            .await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::BAD_REQUEST, "invalid_query"),
+            "{query}"
+        );
+        assert_eq!(body["details"]["position"], position, "{query}: {body}");
+    }
+}
+
+plinth_shared::backend_tests!(
+    words_typos_prefixes_and_phrases_match,
+    settings_change_the_next_query,
+    pages_and_totals,
+    malformed_queries_say_where,
+);
