@@ -228,6 +228,12 @@ pub struct SearchRequest {
     /// (boost). Empty matches every document.
     #[serde(default)]
     pub q: String,
+    /// Conditions hits must meet, without changing their scores: `{"field": F, "eq": V}`,
+    /// `{"field": F, "in": [V, ...]}`, `{"field": F, "gte": A, "lt": B}` (also `gt`, `lte`),
+    /// combined with `{"and": [...]}`, `{"or": [...]}` and `{"not": {...}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub filter: Option<serde_json::Value>,
     /// Hits to return; default 20, at most 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,

@@ -57,7 +57,12 @@ pub async fn search(
     let settings = row.index.settings;
     let prefix = body.prefix.unwrap_or(true);
     let found = tokio::task::spawn_blocking(move || {
-        engine.search(&settings, &body.q, prefix, (limit, offset))
+        engine.search(
+            &settings,
+            (&body.q, body.filter.as_ref()),
+            prefix,
+            (limit, offset),
+        )
     })
     .await
     .map_err(ApiError::internal)?;

@@ -3,6 +3,7 @@
 //! - [`schema`]: a schema checked and turned into tantivy's.
 //! - [`analysis`]: the analyzers of text fields.
 //! - [`document`]: a JSON document checked against the schema.
+//! - [`filter`]: structured filters.
 //! - [`query`]: the query language.
 //!
 //! Writes go to one thread per open index, which takes every write queued, applies them and
@@ -13,6 +14,7 @@
 
 pub(crate) mod analysis;
 pub(crate) mod document;
+pub(crate) mod filter;
 pub(crate) mod query;
 pub(crate) mod schema;
 
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant};
 use plinth_types::search::{Hit, IndexSettings, IndexStats};
 use serde_json::{Map, Value};
 use tantivy::collector::{Count, TopDocs};
-use tantivy::query::{Query, TermQuery};
+use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value as _};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 use tokio::sync::oneshot;
@@ -185,7 +187,7 @@ impl Engine {
     pub(crate) fn search(
         &self,
         settings: &IndexSettings,
-        text: &str,
+        (text, filter): (&str, Option<&Value>),
         prefix: bool,
         (limit, offset): (usize, usize),
     ) -> Result<(Vec<Hit>, u64), SearchError> {
@@ -194,7 +196,14 @@ impl Engine {
             settings,
             prefix,
         };
-        let query: Box<dyn Query> = planner.plan(text).map_err(SearchError::Query)?;
+        let mut query: Box<dyn Query> = planner.plan(text).map_err(SearchError::Query)?;
+        if let Some(filter) = filter {
+            let filter = filter::filter_query(&self.schema, filter).map_err(SearchError::Query)?;
+            query = Box::new(BooleanQuery::new(vec![
+                (Occur::Must, query),
+                (Occur::Must, Box::new(ConstScoreQuery::new(filter, 0.0))),
+            ]));
+        }
         let searcher = self.reader.searcher();
         let collector = (
             TopDocs::with_limit(limit)

@@ -185,8 +185,119 @@ async fn malformed_queries_say_where(backend: TestBackend) {
     }
 }
 
+async fn filters_narrow_the_hits(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let key = server.tenant("shop", Quotas::default()).await;
+    let documents: Vec<Value> = (0..10)
+        .map(|n| {
+            json!({
+                "id": format!("{n}"), "title": "widget", "price": n as f64 * 1.5, "stock": n,
+                "listed": n % 2 == 0, "tags": if n < 5 { vec!["small"] } else { vec!["large", "heavy"] },
+                "added": format!("2026-12-{:02}T12:00:00Z", n + 1)
+            })
+        })
+        .collect();
+    with_products(&server, &key, json!(documents)).await;
+    let hits = |filter: Value| {
+        let server = &server;
+        let key = &key;
+        async move {
+            let (mut ids, total) = server
+                .ids(key, "products", json!({"q": "widget", "filter": filter}))
+                .await;
+            assert_eq!(ids.len() as u64, total);
+            ids.sort_by_key(|id| id.as_str().unwrap().parse::<u32>().unwrap());
+            ids.iter()
+                .map(|id| id.as_str().unwrap().parse().unwrap())
+                .collect::<Vec<u32>>()
+        }
+    };
+    assert_eq!(hits(json!({"field": "stock", "eq": 3})).await, [3]);
+    assert_eq!(
+        hits(json!({"field": "tags", "in": ["heavy", "nothing"]})).await,
+        [5, 6, 7, 8, 9]
+    );
+    assert_eq!(
+        hits(json!({"field": "price", "gte": 3, "lt": 7.5})).await,
+        [2, 3, 4]
+    );
+    assert_eq!(
+        hits(json!({"field": "added", "gt": "2026-12-08T00:00:00Z"})).await,
+        [7, 8, 9]
+    );
+    assert_eq!(
+        hits(json!({"and": [{"field": "listed", "eq": true}, {"not": {"field": "tags", "eq": "small"}}]})).await,
+        [6, 8]
+    );
+    assert_eq!(
+        hits(json!({"or": [{"field": "stock", "lte": 1}, {"field": "stock", "gte": 9}]})).await,
+        [0, 1, 9]
+    );
+    // A filter does not change the scores.
+    let plain = server
+        .ok(
+            &key,
+            Method::POST,
+            "/indexes/products/search",
+            Some(json!({"q": "widget"})),
+        )
+        .await;
+    let filtered = server
+        .ok(
+            &key,
+            Method::POST,
+            "/indexes/products/search",
+            Some(json!({"q": "widget", "filter": {"field": "stock", "eq": 0}})),
+        )
+        .await;
+    let score = |page: &Value, id: &str| {
+        page["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["id"] == id)
+            .unwrap()["score"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(score(&plain, "0"), score(&filtered, "0"));
+
+    let bad = [
+        (json!({"field": "colour", "eq": "red"}), "filter"),
+        (json!({"field": "title", "eq": "widget"}), "filter"),
+        (json!({"field": "stock", "eq": "three"}), "filter.eq"),
+        (
+            json!({"and": [{"field": "stock", "eq": 1}, {"field": "price"}]}),
+            "filter.and[1]",
+        ),
+        (json!({"field": "stock", "gt": 1, "gte": 2}), "filter"),
+        (json!({"field": "listed", "gt": false}), "filter"),
+        (json!({"or": []}), "filter"),
+        (json!({"and": [], "or": []}), "filter"),
+        (json!(["stock"]), "filter"),
+    ];
+    for (filter, at) in bad {
+        let (status, code, body) = server
+            .refused(
+                &key,
+                Method::POST,
+                "/indexes/products/search",
+                Some(json!({"q": "", "filter": filter})),
+            )
+            .await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::BAD_REQUEST, "invalid_filter"),
+            "{body}"
+        );
+        let message = body["message"].as_str().unwrap();
+        assert!(message.contains(&format!("at `{at}`")), "{message}");
+    }
+}
+
 plinth_shared::backend_tests!(
     words_typos_prefixes_and_phrases_match,
+    filters_narrow_the_hits,
     settings_change_the_next_query,
     pages_and_totals,
     malformed_queries_say_where,
