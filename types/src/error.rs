@@ -97,7 +97,8 @@ error_codes! {
     InvalidDocument = ("invalid_document", 400),
     /// A query string cannot be parsed; `details` give the position.
     InvalidQuery = ("invalid_query", 400),
-    /// A filter, sort or facet is malformed or names a field that cannot be used so.
+    /// A filter, sort, facet or highlight is malformed or names a field that cannot be used
+    /// so; `details.parameter` says which.
     InvalidFilter = ("invalid_filter", 400),
     /// No `Authorization: Bearer` credential was sent.
     MissingCredentials = ("missing_credentials", 401),

@@ -244,6 +244,29 @@ pub struct SearchRequest {
     /// true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<bool>,
+    /// The order of the hits: sortable fields and `_score`, each `name`, `name:asc` or
+    /// `name:desc` (fields ascend by default, `_score` descends); ties go to the next key,
+    /// then to the id. Default: by relevance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sort: Vec<String>,
+    /// A cursor from an earlier page's `next`: this page starts after that page's last hit.
+    /// Only good with the same `sort`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// Facet fields whose values to count over all matches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub facets: Vec<String>,
+    /// Values each facet lists, most frequent first; default 10, at most 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facet_limit: Option<usize>,
+    /// Text fields to highlight: each hit gets a snippet of them with the words that matched
+    /// in `<mark>` and the rest HTML-escaped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub highlight: Vec<String>,
+    /// The length of a snippet in characters; longer text is cut around its matches;
+    /// default 200, 20 to 2000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snippet_chars: Option<usize>,
 }
 
 /// One hit of a search.
@@ -256,6 +279,19 @@ pub struct Hit {
     pub score: f32,
     /// Its stored fields.
     pub document: serde_json::Map<String, serde_json::Value>,
+    /// Snippets of the fields asked to be highlighted, by field.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub highlights: BTreeMap<String, String>,
+}
+
+/// How many matches hold one value of a facet field.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FacetCount {
+    /// The value.
+    pub value: serde_json::Value,
+    /// The matches holding it.
+    pub count: u64,
 }
 
 /// The answer to a search.
@@ -266,6 +302,12 @@ pub struct SearchResponse {
     pub hits: Vec<Hit>,
     /// How many documents match in all.
     pub total: u64,
+    /// The counts of the facets asked for, by field, most frequent first.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub facets: BTreeMap<String, Vec<FacetCount>>,
+    /// The cursor of the next page (pass it as `after`), when there are more hits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
     /// How long the search took, in milliseconds.
     pub took_ms: f64,
 }

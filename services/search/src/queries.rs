@@ -10,12 +10,16 @@ use plinth_types::search::{SearchRequest, SearchResponse};
 use plinth_types::{ErrorBody, Scope};
 
 use crate::engine::SearchError;
+use crate::engine::highlight::SNIPPET_CHARS;
+use crate::engine::search::DEFAULT_LIMIT;
 use crate::indexes::authorized_index;
 use crate::{Search, engine_error};
 
 /// Most hits one page returns, and the deepest page an offset reaches.
 const MAX_LIMIT: usize = 1000;
 const MAX_OFFSET: usize = 10_000;
+/// Most values a facet lists.
+const MAX_FACET_LIMIT: usize = 100;
 
 /// Searches an index.
 #[utoipa::path(
@@ -38,7 +42,7 @@ pub async fn search(
 ) -> Result<Json<SearchResponse>, ApiError> {
     let started = Instant::now();
     let row = authorized_index(&search, &caller, &index, Scope::SearchRead).await?;
-    let limit = body.limit.unwrap_or(20);
+    let limit = body.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::InvalidField {
             field: "limit".into(),
@@ -52,29 +56,43 @@ pub async fn search(
             reason: format!("must be at most {MAX_OFFSET}"),
         });
     }
+    if let Some(n) = body.facet_limit
+        && !(1..=MAX_FACET_LIMIT).contains(&n)
+    {
+        return Err(ApiError::InvalidField {
+            field: "facet_limit".into(),
+            reason: format!("must be 1 to {MAX_FACET_LIMIT}"),
+        });
+    }
+    if let Some(n) = body.snippet_chars
+        && !SNIPPET_CHARS.contains(&n)
+    {
+        return Err(ApiError::InvalidField {
+            field: "snippet_chars".into(),
+            reason: format!(
+                "must be {} to {}",
+                SNIPPET_CHARS.start(),
+                SNIPPET_CHARS.end()
+            ),
+        });
+    }
     let engine = search.engine(&row).await?;
 
     let settings = row.index.settings;
-    let prefix = body.prefix.unwrap_or(true);
-    let found = tokio::task::spawn_blocking(move || {
-        engine.search(
-            &settings,
-            (&body.q, body.filter.as_ref()),
-            prefix,
-            (limit, offset),
-        )
-    })
-    .await
-    .map_err(ApiError::internal)?;
-    let (hits, total) = match found {
+    let found = tokio::task::spawn_blocking(move || engine.search(&settings, &body, None))
+        .await
+        .map_err(ApiError::internal)?;
+    let found = match found {
         Ok(found) => found,
         Err(SearchError::Query(err)) => return Err(err),
         Err(SearchError::Engine(err)) => return Err(engine_error(err)),
     };
     // TODO(#5): meter queries per project.
     Ok(Json(SearchResponse {
-        hits,
-        total,
+        hits: found.hits,
+        total: found.total,
+        facets: found.facets,
+        next: found.next,
         took_ms: started.elapsed().as_secs_f64() * 1000.0,
     }))
 }

@@ -5,6 +5,8 @@
 //! - [`document`]: a JSON document checked against the schema.
 //! - [`filter`]: structured filters.
 //! - [`query`]: the query language.
+//! - [`search`]: a search run: query, filter, [`rank`] (order, pages, cursors), [`facets`]
+//!   and [`highlight`]s.
 //!
 //! Writes go to one thread per open index, which takes every write queued, applies them and
 //! commits once (tantivy's commit syncs the new segments and the index's meta file before it
@@ -14,24 +16,27 @@
 
 pub(crate) mod analysis;
 pub(crate) mod document;
+pub(crate) mod facets;
 pub(crate) mod filter;
+pub(crate) mod highlight;
 pub(crate) mod query;
+pub(crate) mod rank;
 pub(crate) mod schema;
+pub(crate) mod search;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use plinth_types::search::{Hit, IndexSettings, IndexStats};
+use plinth_types::search::IndexStats;
 use serde_json::{Map, Value};
-use tantivy::collector::{Count, TopDocs};
-use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query, TermQuery};
+use tantivy::collector::TopDocs;
+use tantivy::query::TermQuery;
 use tantivy::schema::{IndexRecordOption, Value as _};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 use tokio::sync::oneshot;
 
 use self::document::Prepared;
-use self::query::Planner;
 use self::schema::Compiled;
 
 /// The writer's memory budget: tantivy's smallest for one thread.
@@ -179,58 +184,6 @@ impl Engine {
         }
     }
 
-    /// Runs a query; returns a page of hits and the number of all matches.
-    ///
-    /// # Errors
-    ///
-    /// Returns `invalid_query` for a query that cannot be parsed, and tantivy's error.
-    pub(crate) fn search(
-        &self,
-        settings: &IndexSettings,
-        (text, filter): (&str, Option<&Value>),
-        prefix: bool,
-        (limit, offset): (usize, usize),
-    ) -> Result<(Vec<Hit>, u64), SearchError> {
-        let planner = Planner {
-            schema: &self.schema,
-            settings,
-            prefix,
-        };
-        let mut query: Box<dyn Query> = planner.plan(text).map_err(SearchError::Query)?;
-        if let Some(filter) = filter {
-            let filter = filter::filter_query(&self.schema, filter).map_err(SearchError::Query)?;
-            query = Box::new(BooleanQuery::new(vec![
-                (Occur::Must, query),
-                (Occur::Must, Box::new(ConstScoreQuery::new(filter, 0.0))),
-            ]));
-        }
-        let searcher = self.reader.searcher();
-        let collector = (
-            TopDocs::with_limit(limit)
-                .and_offset(offset)
-                .order_by_score(),
-            Count,
-        );
-        let (top, total) = searcher
-            .search(&query, &collector)
-            .map_err(EngineError::from)?;
-        let mut hits = Vec::with_capacity(top.len());
-        for (score, address) in top {
-            let document: TantivyDocument = searcher.doc(address).map_err(EngineError::from)?;
-            let document = self.source(&document);
-            let id = document
-                .get(&self.schema.primary_key)
-                .cloned()
-                .unwrap_or(Value::Null);
-            hits.push(Hit {
-                id,
-                score,
-                document,
-            });
-        }
-        Ok((hits, total as u64))
-    }
-
     /// The documents searchable now and the bytes of the index's files.
     pub(crate) fn stats(&self) -> IndexStats {
         let documents = self.reader.searcher().num_docs();
@@ -246,7 +199,7 @@ impl Engine {
         IndexStats { documents, bytes }
     }
 
-    fn source(&self, document: &TantivyDocument) -> Map<String, Value> {
+    pub(crate) fn source(&self, document: &TantivyDocument) -> Map<String, Value> {
         document
             .get_first(self.schema.source)
             .and_then(|value| value.as_bytes())

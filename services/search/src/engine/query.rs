@@ -8,6 +8,8 @@
 //! `one_typo_from` characters, two from `two_typos_from`) and, when it is the last word of
 //! the query, any word it begins. Typo and prefix matches score below exact ones.
 
+use std::collections::BTreeMap;
+
 use plinth_shared::ApiError;
 use plinth_types::search::{FieldType, IndexSettings};
 use tantivy::query::{
@@ -19,6 +21,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::analysis::{analyzer, words};
+use super::highlight::Sought;
 use super::schema::{Compiled, FieldInfo};
 
 /// Longest query, in characters.
@@ -28,6 +31,8 @@ const MAX_CLAUSES: usize = 64;
 /// How typo and prefix matches score against an exact match of the same word.
 const TYPO_BOOST: f32 = 0.4;
 const PREFIX_BOOST: f32 = 0.6;
+/// How a synonym's match scores against a match of the word written.
+const SYNONYM_BOOST: f32 = 0.8;
 
 /// How a clause takes part in the query.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,39 +246,62 @@ impl Planner<'_> {
 
     /// A clause over one text field.
     fn text(&self, info: &FieldInfo, clause: &Clause, last: bool) -> Option<Box<dyn Query>> {
-        let stop = |word: &str| {
-            self.settings
-                .stop_words
-                .iter()
-                .any(|s| s.eq_ignore_ascii_case(word))
-        };
         let mut analyzer = analyzer(info.analyzer);
         let found: Vec<(usize, String)> = words(&mut analyzer, &clause.text)
             .into_iter()
-            .filter(|(_, w)| clause.phrase || !stop(w))
+            .filter(|(_, w)| clause.phrase || !self.is_stop_word(w))
             .collect();
         let term = |word: &str| Term::from_field_text(info.field, word);
-        match found.as_slice() {
-            [] => None,
-            [(_, word)] => Some(self.word(term(word), word, last && !clause.phrase)),
-            several => {
-                let first = several[0].0;
-                let terms = several
-                    .iter()
-                    .map(|(at, w)| (at - first, term(w)))
-                    .collect();
-                Some(Box::new(PhraseQuery::new_with_offset(terms)))
-            }
+        let written = match found.as_slice() {
+            [] => return None,
+            [(_, word)] => self.word(term(word), word, last && !clause.phrase),
+            several => phrase(info, several),
+        };
+        let synonyms = self.synonyms(clause);
+        if synonyms.is_empty() {
+            return Some(written);
         }
+        let mut alternatives = vec![(Occur::Should, written)];
+        for synonym in synonyms {
+            let query = match words(&mut analyzer, synonym).as_slice() {
+                [] => continue,
+                [(_, word)] => {
+                    Box::new(TermQuery::new(term(word), IndexRecordOption::WithFreqs)) as _
+                }
+                several => phrase(info, several),
+            };
+            alternatives.push((
+                Occur::Should,
+                Box::new(BoostQuery::new(query, SYNONYM_BOOST)),
+            ));
+        }
+        Some(Box::new(BooleanQuery::new(alternatives)))
     }
 
-    /// One word: itself, with typos, and as a prefix when it is the last.
-    fn word(&self, term: Term, word: &str, last: bool) -> Box<dyn Query> {
-        let exact: Box<dyn Query> =
-            Box::new(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs));
+    /// The synonyms of a clause: those of its word, or of its phrase, as the settings list
+    /// them (one way: `"tv": ["television"]` finds television for tv, not tv for
+    /// television).
+    fn synonyms(&self, clause: &Clause) -> &[String] {
+        let key = clause.text.trim().to_lowercase();
+        self.settings
+            .synonyms
+            .get(&key)
+            .or_else(|| {
+                // Keys are matched without regard to case.
+                self.settings
+                    .synonyms
+                    .iter()
+                    .find(|(k, _)| k.to_lowercase() == key)
+                    .map(|(_, v)| v)
+            })
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The typos a word of the query may match with.
+    fn typos(&self, word: &str) -> u8 {
         let typos = self.settings.typo_tolerance;
         let length = word.chars().count() as u32;
-        let distance = if !typos.enabled {
+        if !typos.enabled {
             0
         } else if length >= typos.two_typos_from {
             2
@@ -281,7 +309,74 @@ impl Planner<'_> {
             1
         } else {
             0
-        };
+        }
+    }
+
+    /// The words a query seeks in each text field, for highlighting its hits.
+    ///
+    /// # Errors
+    ///
+    /// Returns `invalid_query` as [`Planner::plan`] does.
+    pub(crate) fn sought(&self, query: &str) -> Result<BTreeMap<String, Vec<Sought>>, ApiError> {
+        let clauses = parse(query)?;
+        let last = clauses.len().saturating_sub(1);
+        let mut sought: BTreeMap<String, Vec<Sought>> = BTreeMap::new();
+        for (n, clause) in clauses.iter().enumerate() {
+            if clause.sign == Sign::Excluded {
+                continue;
+            }
+            let targets: Vec<&String> = match &clause.field {
+                Some(name) => vec![name],
+                None => self.schema.default_fields.iter().collect(),
+            };
+            for name in targets {
+                let Some(info) = self.schema.fields.get(name) else {
+                    continue;
+                };
+                if info.field_type != FieldType::Text {
+                    continue;
+                }
+                let mut analyzer = analyzer(info.analyzer);
+                let found: Vec<String> = words(&mut analyzer, &clause.text)
+                    .into_iter()
+                    .map(|(_, w)| w)
+                    .filter(|w| clause.phrase || !self.is_stop_word(w))
+                    .collect();
+                let single = found.len() == 1 && !clause.phrase;
+                let into = sought.entry(name.clone()).or_default();
+                for word in found {
+                    into.push(Sought {
+                        typos: if single { self.typos(&word) } else { 0 },
+                        prefix: single && n == last && self.prefix,
+                        word,
+                    });
+                }
+                for synonym in self.synonyms(clause) {
+                    for (_, word) in words(&mut analyzer, synonym) {
+                        into.push(Sought {
+                            word,
+                            typos: 0,
+                            prefix: false,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(sought)
+    }
+
+    fn is_stop_word(&self, word: &str) -> bool {
+        self.settings
+            .stop_words
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(word))
+    }
+
+    /// One word: itself, with typos, and as a prefix when it is the last.
+    fn word(&self, term: Term, word: &str, last: bool) -> Box<dyn Query> {
+        let exact: Box<dyn Query> =
+            Box::new(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs));
+        let distance = self.typos(word);
         let mut alternatives = vec![(Occur::Should, exact)];
         if distance > 0 {
             let fuzzy = FuzzyTermQuery::new(term.clone(), distance, true);
@@ -302,6 +397,16 @@ impl Planner<'_> {
         }
         Box::new(BooleanQuery::new(alternatives))
     }
+}
+
+/// The words of a phrase in their order, gaps (stop words) kept.
+fn phrase(info: &FieldInfo, words: &[(usize, String)]) -> Box<dyn Query> {
+    let first = words[0].0;
+    let terms = words
+        .iter()
+        .map(|(at, w)| (at - first, Term::from_field_text(info.field, w)))
+        .collect();
+    Box::new(PhraseQuery::new_with_offset(terms))
 }
 
 /// A clause naming a keyword, number, boolean or date field: the value itself.

@@ -2,7 +2,8 @@
 //! the table of fields documents and queries are resolved against.
 //!
 //! Besides the declared fields every index has two of Plinth's own: `_id`, the primary key
-//! as a string term (an upsert deletes the documents with it before adding the new one),
+//! as a string term (an upsert deletes the documents with it before adding the new one; a
+//! fast field, so sorted results break ties by it),
 //! and `_source`, the document's stored fields as JSON, which hits and `GET` return.
 
 use std::collections::{BTreeMap, HashSet};
@@ -30,6 +31,10 @@ pub(crate) struct FieldInfo {
     pub(crate) field_type: FieldType,
     pub(crate) stored: bool,
     pub(crate) indexed: bool,
+    /// Whether hits can be sorted by it (a fast field).
+    pub(crate) sortable: bool,
+    /// Whether its values can be counted (a fast field).
+    pub(crate) facet: bool,
     /// The analyzer of a text field.
     pub(crate) analyzer: Analyzer,
 }
@@ -155,6 +160,8 @@ impl Compiled {
                     // The primary key is always returned: it names the hit.
                     stored: f.stored || is_key,
                     indexed: f.indexed,
+                    sortable: f.sortable,
+                    facet: f.facet,
                     analyzer,
                 },
             );
@@ -184,7 +191,8 @@ impl Compiled {
             }
             declared.default_search_fields.clone()
         };
-        let id = builder.add_text_field(ID_FIELD, STRING);
+        // A fast field too: it breaks ties in sorted results and cursors.
+        let id = builder.add_text_field(ID_FIELD, STRING.set_fast("raw"));
         let source = builder.add_bytes_field(SOURCE_FIELD, BytesOptions::from(STORED));
         Ok(Compiled {
             schema: builder.build(),

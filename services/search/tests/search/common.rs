@@ -177,9 +177,9 @@ pub(crate) fn products() -> Value {
                 {"name": "body_zh", "type": "text", "analyzer": "cjk"},
                 {"name": "tags", "type": "keyword", "facet": true},
                 {"name": "price", "type": "float", "sortable": true},
-                {"name": "stock", "type": "integer"},
-                {"name": "listed", "type": "boolean"},
-                {"name": "added", "type": "date"},
+                {"name": "stock", "type": "integer", "sortable": true, "facet": true},
+                {"name": "listed", "type": "boolean", "facet": true},
+                {"name": "added", "type": "date", "sortable": true},
                 {"name": "secret", "type": "keyword", "stored": false}
             ]
         }

@@ -4,3 +4,4 @@ mod common;
 mod documents;
 mod indexes;
 mod queries;
+mod results;
