@@ -1,5 +1,7 @@
 //! Bodies of the console API: projects, API keys, access tokens, quotas, usage and audit.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -220,6 +222,13 @@ pub struct TokenRequest {
     /// Lifetime in seconds; capped by the server's maximum and by the credential's own expiry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<u64>,
+    /// Filters added to every search the token makes, by index name (`*`: every index), in
+    /// the form of a search's `filter`. They are kept in every token minted from this one,
+    /// combined with any that token adds, and no query can remove or widen them. A token with
+    /// them may not hold `search:write` or `admin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub search_filters: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 /// A minted access token.
@@ -239,6 +248,10 @@ pub struct AccessToken {
     pub scopes: Vec<Scope>,
     /// The token's resource patterns; empty means all.
     pub resources: Vec<String>,
+    /// The filters added to the token's searches, by index name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub search_filters: BTreeMap<String, serde_json::Value>,
 }
 
 /// The claims inside a Plinth access token.
@@ -268,6 +281,9 @@ pub struct TokenClaims {
     /// Limits on what the token may upload (signed upload URLs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upload: Option<UploadLimits>,
+    /// Filters added to the token's searches, by index name (`*`: every index).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub search_filters: BTreeMap<String, serde_json::Value>,
 }
 
 /// Limits a signed upload URL puts on the object it stores.

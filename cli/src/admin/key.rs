@@ -78,6 +78,18 @@ pub(crate) struct TokenArgs {
     /// Lifetime in seconds; by default the server's, never beyond the credential's expiry.
     #[arg(long, value_name = "SECONDS")]
     ttl: Option<u64>,
+    /// A filter added to every search of an index, as `INDEX=FILTER` with the filter in
+    /// JSON (`products={"field":"tenant","eq":"42"}`; `*` for every index); repeatable.
+    #[arg(long = "search-filter", value_name = "INDEX=FILTER", value_parser = parse_search_filter)]
+    search_filters: Vec<(String, serde_json::Value)>,
+}
+
+fn parse_search_filter(text: &str) -> Result<(String, serde_json::Value), String> {
+    let (index, filter) = text
+        .split_once('=')
+        .ok_or("write INDEX=FILTER, the filter in JSON")?;
+    let filter = serde_json::from_str(filter).map_err(|err| format!("the filter: {err}"))?;
+    Ok((index.to_owned(), filter))
 }
 
 pub(super) async fn run(
@@ -120,6 +132,8 @@ pub(super) async fn token(client: &Client, output: Output, args: TokenArgs) -> a
         scopes: (!args.scopes.is_empty()).then_some(args.scopes),
         resources: (!args.resources.is_empty()).then_some(args.resources),
         ttl_seconds: args.ttl,
+        search_filters: (!args.search_filters.is_empty())
+            .then(|| args.search_filters.into_iter().collect()),
     };
 
     let token = client.mint_token(&request).await?;

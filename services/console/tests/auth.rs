@@ -66,6 +66,7 @@ impl Fixture {
             iat: now,
             jti: "tok_test".into(),
             upload: None,
+            search_filters: Default::default(),
         }
     }
 

@@ -9,8 +9,8 @@ use plinth_types::{ErrorBody, Scope};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::engine::Change;
 use crate::engine::document::{Prepared, id_term, refused};
+use crate::engine::{Change, SearchError};
 use crate::indexes::authorized_index;
 use crate::{Search, engine_error};
 
@@ -114,12 +114,18 @@ pub async fn get_document(
 ) -> Result<Json<Map<String, Value>>, ApiError> {
     let row = authorized_index(&search, &caller, &index, Scope::SearchRead).await?;
     let engine = search.engine(&row).await?;
+    // A token's search filter holds here too: a document it cannot find is not there.
+    let forced = caller.search_filter(&index);
     let lookup = id.clone();
-    let found = tokio::task::spawn_blocking(move || engine.get(&lookup))
+    let found = tokio::task::spawn_blocking(move || engine.get(&lookup, forced.as_ref()))
         .await
-        .map_err(ApiError::internal)?
-        .map_err(engine_error)?;
-    found.map(Json).ok_or(ApiError::DocumentNotFound(id))
+        .map_err(ApiError::internal)?;
+    match found {
+        Ok(Some(document)) => Ok(Json(document)),
+        Ok(None) => Err(ApiError::DocumentNotFound(id)),
+        Err(SearchError::Query(err)) => Err(err),
+        Err(SearchError::Engine(err)) => Err(engine_error(err)),
+    }
 }
 
 /// Deletes documents by their ids; ids that name no document are no error.

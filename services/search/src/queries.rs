@@ -79,9 +79,12 @@ pub async fn search(
     let engine = search.engine(&row).await?;
 
     let settings = row.index.settings;
-    let found = tokio::task::spawn_blocking(move || engine.search(&settings, &body, None))
-        .await
-        .map_err(ApiError::internal)?;
+    // A token's search filter narrows every query; the request cannot lift it.
+    let forced = caller.search_filter(&index);
+    let found =
+        tokio::task::spawn_blocking(move || engine.search(&settings, &body, forced.as_ref()))
+            .await
+            .map_err(ApiError::internal)?;
     let found = match found {
         Ok(found) => found,
         Err(SearchError::Query(err)) => return Err(err),

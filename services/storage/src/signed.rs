@@ -88,6 +88,7 @@ pub async fn create_signed_url(
         scopes: Some(vec![scope]),
         resources: Some(vec![resource]),
         ttl_seconds: Some(body.expires_in.unwrap_or(DEFAULT_EXPIRES_IN)),
+        search_filters: None,
     };
     let token = storage.shared.auth().mint_with(&caller, &request, upload)?;
     let url = format!(

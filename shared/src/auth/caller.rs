@@ -1,5 +1,6 @@
 //! The [`Caller`] extractor.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{FromRef, FromRequestParts};
@@ -11,6 +12,9 @@ use plinth_types::console::{RateLimit, UploadLimits};
 use super::pattern::{self, ResourcePattern};
 use crate::error::ApiError;
 use crate::shared::Shared;
+
+/// The key of a search filter that applies to every index.
+pub const ALL_INDEXES: &str = "*";
 
 /// Whose credential a request carries.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +52,8 @@ pub struct Credential {
     pub rate_limit: Option<RateLimit>,
     /// Limits on uploads, for the token of a signed upload URL.
     pub upload: Option<UploadLimits>,
+    /// Filters added to the credential's searches, by index name (`*`: every index).
+    pub search_filters: BTreeMap<String, serde_json::Value>,
 }
 
 /// The authenticated caller of a request: a shared, read-only [`Credential`].
@@ -82,6 +88,7 @@ impl Caller {
             expires_at_ms: None,
             rate_limit: None,
             upload: None,
+            search_filters: BTreeMap::new(),
         })
     }
 
@@ -127,6 +134,20 @@ impl Caller {
         match self.key_id() {
             None => "admin".into(),
             Some(key_id) => format!("key:{key_id}"),
+        }
+    }
+
+    /// The filter the credential adds to every search of `index`: its filter for every
+    /// index and its own for this one, both when it has both.
+    pub fn search_filter(&self, index: &str) -> Option<serde_json::Value> {
+        let filters: Vec<&serde_json::Value> = [ALL_INDEXES, index]
+            .iter()
+            .filter_map(|name| self.search_filters.get(*name))
+            .collect();
+        match filters.as_slice() {
+            [] => None,
+            [one] => Some((*one).clone()),
+            several => Some(serde_json::json!({ "and": several })),
         }
     }
 

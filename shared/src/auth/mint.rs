@@ -1,13 +1,19 @@
 //! Minting access tokens from a key, and down-scoping one token into another.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use plinth_types::Scope;
 use plinth_types::console::{AccessToken, TokenClaims, TokenRequest, UploadLimits};
+use serde_json::Value;
 
 use super::pattern::ResourcePattern;
-use super::{Authenticator, Caller, Principal};
+use super::{ALL_INDEXES, Authenticator, Caller, Principal};
 use crate::error::ApiError;
 use crate::ids::{from_millis, new_id, now_millis};
+
+/// The most JSON a token's search filters may add: they travel in every request.
+const MAX_SEARCH_FILTER_BYTES: usize = 4096;
 
 impl Authenticator {
     /// Mints an access token for `caller` as narrowed by `request`.
@@ -19,8 +25,9 @@ impl Authenticator {
     /// # Errors
     ///
     /// Returns `scope_escalation` for any widening, `invalid_resource_pattern` or
-    /// `invalid_expiry` for malformed requests, and `invalid_parameter` for the admin token,
-    /// which belongs to no project.
+    /// `invalid_expiry` for malformed requests, `invalid_filter` for malformed search filters
+    /// or search filters beside a scope that writes, and `invalid_parameter` for the admin
+    /// token, which belongs to no project.
     pub fn mint(&self, caller: &Caller, request: &TokenRequest) -> Result<AccessToken, ApiError> {
         self.mint_with(caller, request, None)
     }
@@ -87,6 +94,20 @@ impl Authenticator {
             }
         };
 
+        let search_filters = search_filters(caller, request)?;
+        if !search_filters.is_empty()
+            && let Some(scope) = scopes
+                .iter()
+                .find(|s| matches!(s, Scope::SearchWrite | Scope::Admin))
+        {
+            return Err(ApiError::InvalidFilter {
+                parameter: "search_filters",
+                reason: format!(
+                    "a token with search filters only reads; leave `{scope}` out of its scopes"
+                ),
+            });
+        }
+
         let now = now_millis();
         let ttl = match request.ttl_seconds {
             Some(0) => {
@@ -126,6 +147,7 @@ impl Authenticator {
             iat: now / 1000,
             jti: new_id("tok"),
             upload: caller.upload.clone().or(upload),
+            search_filters,
         };
         let token = self.keyring.sign(&claims).map_err(ApiError::internal)?;
         Ok(AccessToken {
@@ -135,6 +157,54 @@ impl Authenticator {
             project_id: project_id.to_string(),
             scopes,
             resources: claims.resources,
+            search_filters: claims.search_filters,
         })
     }
+}
+
+/// The search filters of a new token: every one of the credential's, and those asked for,
+/// each joined with the credential's filter for the same index, so a token can only narrow
+/// what it descends from.
+fn search_filters(
+    caller: &Caller,
+    request: &TokenRequest,
+) -> Result<BTreeMap<String, Value>, ApiError> {
+    let mut filters = caller.search_filters.clone();
+    let Some(asked) = &request.search_filters else {
+        return Ok(filters);
+    };
+    let invalid = |reason: String| ApiError::InvalidFilter {
+        parameter: "search_filters",
+        reason,
+    };
+    let size = serde_json::to_vec(asked).map_or(usize::MAX, |json| json.len());
+    if size > MAX_SEARCH_FILTER_BYTES {
+        return Err(invalid(format!(
+            "at most {MAX_SEARCH_FILTER_BYTES} bytes of JSON"
+        )));
+    }
+    for (index, filter) in asked {
+        let named = index == ALL_INDEXES
+            || (!index.is_empty()
+                && index.len() <= 128
+                && index
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)));
+        if !named {
+            return Err(invalid(format!(
+                "`{index}` is not an index name or `{ALL_INDEXES}`"
+            )));
+        }
+        if !filter.is_object() {
+            return Err(invalid(format!(
+                "the filter for `{index}` is a JSON object, as a search's `filter`"
+            )));
+        }
+        let joined = match filters.remove(index) {
+            Some(held) => serde_json::json!({ "and": [held, filter] }),
+            None => filter.clone(),
+        };
+        filters.insert(index.clone(), joined);
+    }
+    Ok(filters)
 }

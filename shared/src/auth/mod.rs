@@ -15,6 +15,7 @@ pub mod pattern;
 pub mod secret;
 pub mod signing;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -26,7 +27,7 @@ use moka::sync::Cache;
 use plinth_types::Scope;
 use plinth_types::console::{Quotas, RateLimit, TokenClaims};
 
-pub use self::caller::{Caller, Credential, Principal};
+pub use self::caller::{ALL_INDEXES, Caller, Credential, Principal};
 use self::pattern::ResourcePattern;
 use self::signing::KeyRing;
 use crate::error::ApiError;
@@ -281,6 +282,7 @@ impl Authenticator {
             expires_at_ms: record.expires_at,
             rate_limit: self.effective_rate_limit(record),
             upload: None,
+            search_filters: BTreeMap::new(),
         });
         Ok((caller, Some(fetched.at)))
     }
@@ -324,6 +326,7 @@ impl Authenticator {
             expires_at_ms: Some(claims.exp * 1000),
             rate_limit: self.effective_rate_limit(record),
             upload: claims.upload.clone(),
+            search_filters: claims.search_filters.clone(),
         });
         Ok((caller, Some(fetched.at)))
     }

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use plinth_types::search::IndexStats;
 use serde_json::{Map, Value};
 use tantivy::collector::TopDocs;
-use tantivy::query::TermQuery;
+use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value as _};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 use tokio::sync::oneshot;
@@ -166,20 +166,39 @@ impl Engine {
         }
     }
 
-    /// The stored fields of the document with this id, if there is one.
+    /// The stored fields of the document with this id, if there is one (and it meets the
+    /// `forced` filter, a token's, when there is one).
     ///
     /// # Errors
     ///
-    /// Returns tantivy's error.
-    pub(crate) fn get(&self, id: &str) -> Result<Option<Map<String, Value>>, EngineError> {
+    /// Returns `invalid_filter` for a forced filter that does not fit the schema, and
+    /// tantivy's error.
+    pub(crate) fn get(
+        &self,
+        id: &str,
+        forced: Option<&Value>,
+    ) -> Result<Option<Map<String, Value>>, SearchError> {
         let searcher = self.reader.searcher();
-        let query = TermQuery::new(
+        let mut query: Box<dyn Query> = Box::new(TermQuery::new(
             Term::from_field_text(self.schema.id, id),
             IndexRecordOption::Basic,
-        );
-        let top = searcher.search(&query, &TopDocs::with_limit(1).order_by_score())?;
+        ));
+        if let Some(forced) = forced {
+            let filter = filter::filter_query(&self.schema, forced, "search_filters")
+                .map_err(SearchError::Query)?;
+            query = Box::new(BooleanQuery::new(vec![
+                (Occur::Must, query),
+                (Occur::Must, filter),
+            ]));
+        }
+        let top = searcher
+            .search(&query, &TopDocs::with_limit(1).order_by_score())
+            .map_err(EngineError::from)?;
         match top.first() {
-            Some((_, address)) => Ok(Some(self.source(&searcher.doc(*address)?))),
+            Some((_, address)) => {
+                let document = searcher.doc(*address).map_err(EngineError::from)?;
+                Ok(Some(self.source(&document)))
+            }
             None => Ok(None),
         }
     }

@@ -50,8 +50,14 @@ impl Engine {
             prefix: request.prefix.unwrap_or(true),
         };
         let mut query: Box<dyn Query> = planner.plan(&request.q).map_err(SearchError::Query)?;
-        for filter in request.filter.iter().chain(forced) {
-            let filter = filter_query(&self.schema, filter).map_err(SearchError::Query)?;
+        let filters = request
+            .filter
+            .iter()
+            .map(|f| (f, "filter"))
+            .chain(forced.map(|f| (f, "search_filters")));
+        for (filter, parameter) in filters {
+            let filter =
+                filter_query(&self.schema, filter, parameter).map_err(SearchError::Query)?;
             query = Box::new(BooleanQuery::new(vec![
                 (Occur::Must, query),
                 (Occur::Must, Box::new(ConstScoreQuery::new(filter, 0.0))),

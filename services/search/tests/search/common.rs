@@ -92,6 +92,27 @@ impl Server {
             .secret
     }
 
+    /// Mints an access token from `credential` (`POST /console/v1/tokens`).
+    pub(crate) async fn mint(&self, credential: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(format!("{}/console/v1/tokens", self.url))
+            .bearer_auth(credential)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap())
+    }
+
+    /// Mints a token that must be granted; returns the JWT.
+    pub(crate) async fn token(&self, credential: &str, body: Value) -> String {
+        let (status, token) = self.mint(credential, body).await;
+        assert_eq!(status, StatusCode::OK, "{token}");
+        token["token"].as_str().unwrap().to_owned()
+    }
+
     /// Sends a request to a search path (without its `/search/v1` prefix).
     pub(crate) async fn call(
         &self,
@@ -180,6 +201,7 @@ pub(crate) fn products() -> Value {
                 {"name": "stock", "type": "integer", "sortable": true, "facet": true},
                 {"name": "listed", "type": "boolean", "facet": true},
                 {"name": "added", "type": "date", "sortable": true},
+                {"name": "tenant", "type": "keyword"},
                 {"name": "secret", "type": "keyword", "stored": false}
             ]
         }

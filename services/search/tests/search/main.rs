@@ -5,3 +5,4 @@ mod documents;
 mod indexes;
 mod queries;
 mod results;
+mod tenants;
