@@ -309,6 +309,34 @@ impl Quotas {
         self.reserve(tx, project_id, gauge, -amount).await
     }
 
+    /// Moves a gauge by `delta` whatever its limit, never below zero: for bringing a gauge
+    /// back to what was measured (after a crash cut a write's bookkeeping short), not for
+    /// paying for a write.
+    ///
+    /// # Errors
+    ///
+    /// Returns the store's failure.
+    pub async fn correct(
+        &self,
+        tx: &mut AnyConnection,
+        project_id: &str,
+        gauge: Gauge,
+        delta: i64,
+    ) -> Result<(), ApiError> {
+        sqlx::query(
+            "INSERT INTO quota_gauges (project_id, metric, used) \
+             VALUES ($1, $2, CASE WHEN $3 < 0 THEN 0 ELSE $3 END) \
+             ON CONFLICT (project_id, metric) DO UPDATE SET used = \
+             CASE WHEN quota_gauges.used + $3 < 0 THEN 0 ELSE quota_gauges.used + $3 END",
+        )
+        .bind(project_id)
+        .bind(gauge.as_str())
+        .bind(delta.clamp(-(MAX_DELTA as i64), MAX_DELTA as i64))
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
     /// Reads a project's gauges; a gauge never touched reads as zero.
     ///
     /// # Errors

@@ -83,12 +83,16 @@ pub async fn upsert_documents(
         }
     }
     let applied = prepared.len() as u64;
-    // TODO(#5): the project's documents quota and the indexed-documents usage.
     if applied > 0 {
+        // The writer books the documents against the project's quota before it commits.
         engine
             .write(Change::Upsert(prepared), params.wait)
             .await
             .map_err(engine_error)?;
+        search
+            .shared
+            .usage()
+            .record(&row.project_id, "documents_indexed", applied);
     }
     Ok(Json(WriteResponse { applied, rejected }))
 }

@@ -25,6 +25,8 @@ const MAX_SETTINGS_WORDS: usize = 10_000;
 pub struct IndexRow {
     /// Internal id; also the name of the index's directory.
     pub id: String,
+    /// The project it belongs to.
+    pub project_id: String,
     /// The public description (without stats).
     pub index: Index,
 }
@@ -34,6 +36,7 @@ fn from_row(row: &AnyRow) -> Result<IndexRow, ApiError> {
     let settings: String = row.try_get("settings")?;
     Ok(IndexRow {
         id: row.try_get("id")?,
+        project_id: row.try_get("project_id")?,
         index: Index {
             name: row.try_get("name")?,
             schema: serde_json::from_str(&schema).map_err(ApiError::internal)?,
@@ -55,7 +58,7 @@ pub async fn get_index_row(
     name: &IndexName,
 ) -> Result<IndexRow, ApiError> {
     let row = sqlx::query(
-        "SELECT id, name, schema, settings, created_at FROM search_indexes \
+        "SELECT id, project_id, name, schema, settings, created_at FROM search_indexes \
          WHERE project_id = $1 AND name = $2",
     )
     .bind(project_id)
@@ -172,7 +175,7 @@ pub async fn list_indexes(
     caller.require_scope(Scope::SearchRead)?;
     let project_id = caller.project()?;
     let rows = sqlx::query(
-        "SELECT id, name, schema, settings, created_at FROM search_indexes \
+        "SELECT id, project_id, name, schema, settings, created_at FROM search_indexes \
          WHERE project_id = $1 ORDER BY name",
     )
     .bind(project_id)
@@ -273,14 +276,21 @@ pub async fn delete_index(
     let row = authorized_index(&search, &caller, &index, Scope::SearchWrite).await?;
     let project_id = caller.project()?;
     let mut tx = search.shared.store().begin().await?;
-    sqlx::query("DELETE FROM search_indexes WHERE id = $1")
-        .bind(&row.id)
-        .execute(&mut *tx)
-        .await?;
-    search
-        .shared
-        .quotas()
+    // Its documents, and room reserved for writes in flight, go back with it.
+    let deleted =
+        sqlx::query("DELETE FROM search_indexes WHERE id = $1 RETURNING documents, pending")
+            .bind(&row.id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| ApiError::IndexNotFound(row.index.name.clone()))?;
+    let held: i64 = deleted.try_get("documents")?;
+    let pending: i64 = deleted.try_get("pending")?;
+    let quotas = search.shared.quotas();
+    quotas
         .release(&mut tx, project_id, Gauge::Indexes, 1)
+        .await?;
+    quotas
+        .release(&mut tx, project_id, Gauge::Documents, held + pending)
         .await?;
     tx.commit().await?;
     // The row is gone, so no request reaches the files any more.

@@ -9,14 +9,15 @@
 //! An index is a row in the metadata store (schema and settings) and a tantivy directory
 //! under `search_dir`, named by the row's id. Indexes are opened on first use.
 //!
-//! Still to come, part of issue #5: filters, facets, sorting, search-after cursors,
-//! highlighting, synonyms, NDJSON bulk loads and delete by filter, tenant-token filters,
-//! the documents quota and usage metering, closing idle indexes, the SDK and CLI, and the
-//! benchmark.
+//! - [`ledger`]: the documents an index holds, booked against the project's quota.
+//!
+//! Still to come, part of issue #5: NDJSON bulk loads and delete by filter, closing idle
+//! indexes, the SDK and CLI, and the benchmark.
 
 pub mod documents;
 pub mod engine;
 pub mod indexes;
+mod ledger;
 pub mod names;
 pub mod queries;
 
@@ -33,6 +34,7 @@ use utoipa_axum::routes;
 use crate::engine::schema::Compiled;
 use crate::engine::{Engine, EngineError};
 use crate::indexes::IndexRow;
+use crate::ledger::IndexLedger;
 
 /// The search service's state.
 #[derive(Clone, Debug)]
@@ -77,10 +79,17 @@ impl Search {
         let dir = self.dir.join(&row.id);
         let schema = Compiled::new(&row.index.schema)?;
         let refresh = self.shared.config().search_refresh_interval;
-        let opened = tokio::task::spawn_blocking(move || Engine::open(&dir, schema, refresh))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(engine_error)?;
+        let ledger = Box::new(IndexLedger {
+            shared: self.shared.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            project_id: row.project_id.clone(),
+            index_id: row.id.clone(),
+        });
+        let opened =
+            tokio::task::spawn_blocking(move || Engine::open(&dir, schema, refresh, ledger))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(engine_error)?;
         let mut engines = self.engines();
         // Another request opened it meanwhile: the one already listed wins.
         let engine = engines
@@ -107,6 +116,7 @@ pub(crate) fn engine_error(err: EngineError) -> ApiError {
     match err {
         EngineError::Closed => ApiError::Unavailable(err.into()),
         EngineError::Tantivy(_) | EngineError::SchemaMismatch => ApiError::internal(err),
+        EngineError::Refused(refused) => refused,
     }
 }
 

@@ -90,7 +90,10 @@ pub async fn search(
         Err(SearchError::Query(err)) => return Err(err),
         Err(SearchError::Engine(err)) => return Err(engine_error(err)),
     };
-    // TODO(#5): meter queries per project.
+    search
+        .shared
+        .usage()
+        .record(&row.project_id, "search_queries", 1);
     Ok(Json(SearchResponse {
         hits: found.hits,
         total: found.total,

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use plinth_shared::ApiError;
 use plinth_types::search::IndexStats;
 use serde_json::{Map, Value};
 use tantivy::collector::TopDocs;
@@ -56,6 +57,34 @@ pub enum EngineError {
     /// The writer thread has stopped.
     #[error("the index writer has stopped")]
     Closed,
+    /// The write was not admitted (over the documents quota, the index deleted, the
+    /// metadata store unreachable); nothing of it was applied.
+    #[error("{0}")]
+    Refused(plinth_shared::ApiError),
+}
+
+/// The writer's bookkeeping of the documents an index holds, against its project's quota:
+/// the service's side of the writer, called on its thread.
+///
+/// Before a commit the writer reserves, for each write, room for as many documents as it
+/// could add; after the commit it settles with the count the index's files hold, which
+/// returns whatever was reserved and not used. A reservation a crash leaves unsettled is
+/// settled when the index next opens.
+pub(crate) trait Ledger: Send + Sync + 'static {
+    /// Reserves room for at most `bounds[i]` more documents for each write, in order;
+    /// answers, for each, why it is refused (`None`: admitted).
+    ///
+    /// # Errors
+    ///
+    /// Returns why nothing could be reserved.
+    fn reserve(&self, bounds: &[u64]) -> Result<Vec<Option<ApiError>>, ApiError>;
+
+    /// Records that the index holds `documents` now.
+    ///
+    /// # Errors
+    ///
+    /// Returns why the record failed; the next settle makes up for it.
+    fn settle(&self, documents: u64) -> Result<(), ApiError>;
 }
 
 /// A change to an index.
@@ -72,7 +101,7 @@ struct Write {
     change: Change,
     /// Answer once the change is searchable, not only durable.
     wait: bool,
-    reply: oneshot::Sender<Result<(), String>>,
+    reply: oneshot::Sender<Result<(), EngineError>>,
 }
 
 /// An open index.
@@ -102,6 +131,7 @@ impl Engine {
         dir: &Path,
         schema: Compiled,
         refresh: Duration,
+        ledger: Box<dyn Ledger>,
     ) -> Result<Engine, EngineError> {
         std::fs::create_dir_all(dir).map_err(tantivy::TantivyError::from)?;
         let index = if dir.join("meta.json").exists() {
@@ -119,12 +149,25 @@ impl Engine {
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
         let writer: IndexWriter = index.writer_with_num_threads(1, WRITER_MEMORY)?;
+        // What a crash left unsettled is settled before the first write.
+        ledger
+            .settle(held_documents(&index)?)
+            .map_err(EngineError::Refused)?;
         let (writes, queue) = mpsc::sync_channel(MOST_PER_COMMIT);
         let thread_reader = reader.clone();
         let thread_schema = schema.clone();
         std::thread::Builder::new()
             .name("plinth-index".into())
-            .spawn(move || write_loop(writer, thread_reader, thread_schema, queue, refresh))
+            .spawn(move || {
+                let thread = WriterThread {
+                    writer,
+                    reader: thread_reader,
+                    schema: thread_schema,
+                    ledger,
+                    refresh,
+                };
+                thread.run(queue);
+            })
             .map_err(tantivy::TantivyError::from)?;
         Ok(Engine {
             schema,
@@ -157,13 +200,7 @@ impl Engine {
             .await
             .map_err(|_| EngineError::Closed)?
             .map_err(|_| EngineError::Closed)?;
-        match answer.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => Err(EngineError::Tantivy(tantivy::TantivyError::SystemError(
-                reason,
-            ))),
-            Err(_) => Err(EngineError::Closed),
-        }
+        answer.await.unwrap_or(Err(EngineError::Closed))
     }
 
     /// The stored fields of the document with this id, if there is one (and it meets the
@@ -242,86 +279,197 @@ impl From<EngineError> for SearchError {
     }
 }
 
-/// The writer thread: takes what is queued, applies it, commits, answers; reloads the
-/// reader at most once per `refresh` (at once when a write waits for it). Ends when the
-/// engine is dropped.
-fn write_loop(
-    mut writer: IndexWriter,
+/// The documents an index's committed files hold.
+fn held_documents(index: &Index) -> tantivy::Result<u64> {
+    Ok(index
+        .searchable_segment_metas()?
+        .iter()
+        .map(|meta| u64::from(meta.num_docs()))
+        .sum())
+}
+
+/// The writer thread's state.
+struct WriterThread {
+    writer: IndexWriter,
     reader: IndexReader,
     schema: Compiled,
-    queue: mpsc::Receiver<Write>,
+    ledger: Box<dyn Ledger>,
     refresh: Duration,
-) {
-    let mut reloaded = Instant::now();
-    let mut stale = false;
-    loop {
-        let first = match queue.recv_timeout(refresh) {
-            Ok(write) => write,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if stale && reader.reload().is_ok() {
-                    stale = false;
-                    reloaded = Instant::now();
+}
+
+impl WriterThread {
+    /// Takes what is queued, admits it against the ledger, applies it, commits, settles and
+    /// answers; reloads the reader at most once per `refresh` (at once when a write waits
+    /// for it). Ends when the engine is dropped.
+    fn run(mut self, queue: mpsc::Receiver<Write>) {
+        let mut reloaded = Instant::now();
+        let mut stale = false;
+        loop {
+            let first = match queue.recv_timeout(self.refresh) {
+                Ok(write) => write,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if stale && self.reader.reload().is_ok() {
+                        stale = false;
+                        reloaded = Instant::now();
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut batch = vec![first];
+            while batch.len() < MOST_PER_COMMIT {
+                match queue.try_recv() {
+                    Ok(write) => batch.push(write),
+                    Err(_) => break,
+                }
+            }
+            let mut admitted = self.admit(batch);
+            if admitted.is_empty() {
+                continue;
+            }
+            if let Err(err) = self.commit(&mut admitted) {
+                tracing::error!(error = %err, "index commit failed; the writes are lost");
+                let _ = self.writer.rollback();
+                self.settle();
+                for write in admitted {
+                    let _ = write.reply.send(Err(EngineError::Tantivy(
+                        tantivy::TantivyError::SystemError(err.to_string()),
+                    )));
                 }
                 continue;
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        };
-        let mut batch = vec![first];
-        while batch.len() < MOST_PER_COMMIT {
-            match queue.try_recv() {
-                Ok(write) => batch.push(write),
-                Err(_) => break,
+            self.settle();
+            stale = true;
+            let wait = admitted.iter().any(|w| w.wait);
+            if (wait || reloaded.elapsed() >= self.refresh) && self.reader.reload().is_ok() {
+                stale = false;
+                reloaded = Instant::now();
+            }
+            for write in admitted {
+                let _ = write.reply.send(Ok(()));
             }
         }
-        let mut failed = None;
-        for write in &mut batch {
-            let change = std::mem::replace(&mut write.change, Change::Delete(Vec::new()));
-            if let Err(err) = apply(&writer, &schema, change) {
-                failed = Some(err);
-                break;
-            }
-        }
-        let committed = match failed {
-            Some(err) => Err(err),
-            None => writer.commit().map(drop),
-        };
-        if let Err(err) = committed {
-            tracing::error!(error = %err, "index commit failed; the writes are lost");
-            let _ = writer.rollback();
-            for write in batch {
-                let _ = write.reply.send(Err(err.to_string()));
-            }
-            continue;
-        }
-        stale = true;
-        let wait = batch.iter().any(|w| w.wait);
-        if (wait || reloaded.elapsed() >= refresh) && reader.reload().is_ok() {
-            stale = false;
-            reloaded = Instant::now();
-        }
-        for write in batch {
-            let _ = write.reply.send(Ok(()));
+        // Pending merges finish before the index is let go.
+        if let Err(err) = self.writer.wait_merging_threads() {
+            tracing::warn!(error = %err, "index merges did not finish");
         }
     }
-    // Pending merges finish before the index is let go.
-    if let Err(err) = writer.wait_merging_threads() {
-        tracing::warn!(error = %err, "index merges did not finish");
+
+    /// Reserves room for the batch's writes; answers those refused and returns the rest.
+    ///
+    /// A write first asks room for every document it upserts. When that is refused (a
+    /// project near its quota), it asks again for only those whose ids the index does not
+    /// hold yet, so replacing documents at the limit still works.
+    fn admit(&self, batch: Vec<Write>) -> Vec<Write> {
+        let bounds: Vec<u64> = batch.iter().map(|w| w.change.most_added()).collect();
+        if bounds.iter().all(|&b| b == 0) {
+            return batch;
+        }
+        let mut verdicts = match self.ledger.reserve(&bounds) {
+            Ok(verdicts) => verdicts,
+            Err(err) => {
+                let reason = err.to_string();
+                for write in batch {
+                    let refused = ApiError::Unavailable(reason.clone().into());
+                    let _ = write.reply.send(Err(EngineError::Refused(refused)));
+                }
+                return Vec::new();
+            }
+        };
+        let retry: Vec<usize> = (0..batch.len())
+            .filter(|&n| verdicts[n].is_some())
+            .collect();
+        if !retry.is_empty() {
+            let searcher = self.reader.searcher();
+            let tighter: Vec<(usize, u64)> = retry
+                .iter()
+                .map(|&n| (n, batch[n].change.new_ids(&searcher, &self.schema)))
+                .filter(|&(n, tight)| tight < bounds[n])
+                .collect();
+            let asks: Vec<u64> = tighter.iter().map(|&(_, tight)| tight).collect();
+            if !asks.is_empty()
+                && let Ok(again) = self.ledger.reserve(&asks)
+            {
+                for ((n, _), verdict) in tighter.into_iter().zip(again) {
+                    verdicts[n] = verdict;
+                }
+            }
+        }
+        let mut admitted = Vec::with_capacity(batch.len());
+        for (write, verdict) in batch.into_iter().zip(verdicts) {
+            match verdict {
+                None => admitted.push(write),
+                Some(refused) => {
+                    let _ = write.reply.send(Err(EngineError::Refused(refused)));
+                }
+            }
+        }
+        admitted
+    }
+
+    fn commit(&mut self, batch: &mut [Write]) -> tantivy::Result<()> {
+        for write in batch {
+            let change = std::mem::replace(&mut write.change, Change::Delete(Vec::new()));
+            change.apply(&self.writer, &self.schema)?;
+        }
+        self.writer.commit().map(drop)
+    }
+
+    /// Settles the ledger with what the index holds now; a failure is made up for by the
+    /// next settle.
+    fn settle(&self) {
+        let settled = held_documents(self.writer.index())
+            .map_err(ApiError::internal)
+            .and_then(|documents| self.ledger.settle(documents));
+        if let Err(err) = settled {
+            tracing::warn!(error = %err, "the index's document count is not recorded yet");
+        }
     }
 }
 
-fn apply(writer: &IndexWriter, schema: &Compiled, change: Change) -> tantivy::Result<()> {
-    match change {
-        Change::Upsert(documents) => {
-            for prepared in documents {
-                writer.delete_term(Term::from_field_text(schema.id, &prepared.id));
-                writer.add_document(prepared.document)?;
-            }
-        }
-        Change::Delete(ids) => {
-            for id in ids {
-                writer.delete_term(Term::from_field_text(schema.id, &id));
-            }
+impl Change {
+    /// The most documents the change can add to the index.
+    fn most_added(&self) -> u64 {
+        match self {
+            Change::Upsert(documents) => documents.len() as u64,
+            Change::Delete(_) => 0,
         }
     }
-    Ok(())
+
+    /// The documents of an upsert whose ids the index does not hold (as `searcher` sees
+    /// it; one committed since counts as new, which errs on the side of the quota).
+    fn new_ids(&self, searcher: &tantivy::Searcher, schema: &Compiled) -> u64 {
+        let Change::Upsert(documents) = self else {
+            return 0;
+        };
+        let mut seen = std::collections::HashSet::new();
+        let held = |id: &str| {
+            let term = Term::from_field_text(schema.id, id);
+            let query = TermQuery::new(term, IndexRecordOption::Basic);
+            searcher
+                .search(&query, &tantivy::collector::Count)
+                .is_ok_and(|n| n > 0)
+        };
+        documents
+            .iter()
+            .filter(|d| seen.insert(d.id.as_str()) && !held(&d.id))
+            .count() as u64
+    }
+
+    fn apply(self, writer: &IndexWriter, schema: &Compiled) -> tantivy::Result<()> {
+        match self {
+            Change::Upsert(documents) => {
+                for prepared in documents {
+                    writer.delete_term(Term::from_field_text(schema.id, &prepared.id));
+                    writer.add_document(prepared.document)?;
+                }
+            }
+            Change::Delete(ids) => {
+                for id in ids {
+                    writer.delete_term(Term::from_field_text(schema.id, &id));
+                }
+            }
+        }
+        Ok(())
+    }
 }

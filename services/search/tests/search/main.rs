@@ -6,3 +6,4 @@ mod indexes;
 mod queries;
 mod results;
 mod tenants;
+mod usage;
