@@ -205,9 +205,13 @@ pub struct RejectedDocument {
 pub struct WriteResponse {
     /// Documents written (upserted or deleted), durable once this is answered.
     pub applied: u64,
-    /// Documents of the batch left out (only with `on_error=skip`).
+    /// Documents of the batch left out (only with `on_error=skip`); an import lists the
+    /// first thousand.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rejected: Vec<RejectedDocument>,
+    /// How many were left out in all, when more than are listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_total: Option<u64>,
 }
 
 /// Body of `POST /indexes/{index}/documents/delete`.
@@ -216,7 +220,12 @@ pub struct WriteResponse {
 #[serde(deny_unknown_fields)]
 pub struct DeleteDocuments {
     /// The ids of the documents to delete.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ids: Vec<serde_json::Value>,
+    /// Instead of ids, a filter (as a search's): every document it matches is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub filter: Option<serde_json::Value>,
 }
 
 /// Body of `POST /indexes/{index}/search`.

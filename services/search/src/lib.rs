@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::FromRef;
+use axum::extract::{DefaultBodyLimit, FromRef};
 use plinth_shared::{ApiError, Shared};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -124,6 +124,21 @@ pub(crate) fn engine_error(err: EngineError) -> ApiError {
 #[openapi(tags((name = "search", description = "Indexes, documents and queries")))]
 struct SearchDoc;
 
+/// A route whose body streams past the JSON body limit (it sets its own).
+fn unlimited<R>(
+    (schemas, paths, method): (
+        R,
+        utoipa::openapi::path::Paths,
+        axum::routing::MethodRouter<Search>,
+    ),
+) -> (
+    R,
+    utoipa::openapi::path::Paths,
+    axum::routing::MethodRouter<Search>,
+) {
+    (schemas, paths, method.layer(DefaultBodyLimit::disable()))
+}
+
 /// Builds the search routes (and their OpenAPI paths).
 pub fn router(search: Search) -> OpenApiRouter {
     let v1 = OpenApiRouter::new()
@@ -131,6 +146,7 @@ pub fn router(search: Search) -> OpenApiRouter {
         .routes(routes!(indexes::get_index, indexes::delete_index))
         .routes(routes!(indexes::update_settings))
         .routes(routes!(documents::upsert_documents))
+        .routes(unlimited(routes!(documents::import_documents)))
         .routes(routes!(documents::get_document))
         .routes(routes!(documents::delete_documents))
         .routes(routes!(queries::search));

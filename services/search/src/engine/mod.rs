@@ -94,6 +94,8 @@ pub(crate) enum Change {
     Upsert(Vec<Prepared>),
     /// Deletes the documents with these ids.
     Delete(Vec<String>),
+    /// Deletes the documents a filter matches.
+    DeleteMatching(Box<dyn Query>),
 }
 
 /// A change on its way to the writer.
@@ -101,7 +103,8 @@ struct Write {
     change: Change,
     /// Answer once the change is searchable, not only durable.
     wait: bool,
-    reply: oneshot::Sender<Result<(), EngineError>>,
+    /// Answers with the documents the change applied to.
+    reply: oneshot::Sender<Result<u64, EngineError>>,
 }
 
 /// An open index.
@@ -182,12 +185,13 @@ impl Engine {
         &self.schema
     }
 
-    /// Applies a change and commits it; with `wait`, answers once it is searchable.
+    /// Applies a change and commits it; with `wait`, answers once it is searchable. Returns
+    /// the documents it applied to (for a deletion by filter, those it deleted).
     ///
     /// # Errors
     ///
     /// Returns why the commit failed (nothing of the change is then kept).
-    pub(crate) async fn write(&self, change: Change, wait: bool) -> Result<(), EngineError> {
+    pub(crate) async fn write(&self, change: Change, wait: bool) -> Result<u64, EngineError> {
         let (reply, answer) = oneshot::channel();
         let write = Write {
             change,
@@ -304,8 +308,13 @@ impl WriterThread {
     fn run(mut self, queue: mpsc::Receiver<Write>) {
         let mut reloaded = Instant::now();
         let mut stale = false;
+        let mut held: Option<Write> = None;
         loop {
-            let first = match queue.recv_timeout(self.refresh) {
+            let received = match held.take() {
+                Some(write) => Ok(write),
+                None => queue.recv_timeout(self.refresh),
+            };
+            let first = match received {
                 Ok(write) => write,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if stale && self.reader.reload().is_ok() {
@@ -316,9 +325,15 @@ impl WriterThread {
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
+            // A deletion by filter commits alone, so it counts what it deletes exactly.
+            let alone = matches!(first.change, Change::DeleteMatching(_));
             let mut batch = vec![first];
-            while batch.len() < MOST_PER_COMMIT {
+            while !alone && batch.len() < MOST_PER_COMMIT {
                 match queue.try_recv() {
+                    Ok(write) if matches!(write.change, Change::DeleteMatching(_)) => {
+                        held = Some(write);
+                        break;
+                    }
                     Ok(write) => batch.push(write),
                     Err(_) => break,
                 }
@@ -327,17 +342,20 @@ impl WriterThread {
             if admitted.is_empty() {
                 continue;
             }
-            if let Err(err) = self.commit(&mut admitted) {
-                tracing::error!(error = %err, "index commit failed; the writes are lost");
-                let _ = self.writer.rollback();
-                self.settle();
-                for write in admitted {
-                    let _ = write.reply.send(Err(EngineError::Tantivy(
-                        tantivy::TantivyError::SystemError(err.to_string()),
-                    )));
+            let applied = match self.commit(&mut admitted) {
+                Ok(applied) => applied,
+                Err(err) => {
+                    tracing::error!(error = %err, "index commit failed; the writes are lost");
+                    let _ = self.writer.rollback();
+                    self.settle();
+                    for write in admitted {
+                        let _ = write.reply.send(Err(EngineError::Tantivy(
+                            tantivy::TantivyError::SystemError(err.to_string()),
+                        )));
+                    }
+                    continue;
                 }
-                continue;
-            }
+            };
             self.settle();
             stale = true;
             let wait = admitted.iter().any(|w| w.wait);
@@ -345,8 +363,8 @@ impl WriterThread {
                 stale = false;
                 reloaded = Instant::now();
             }
-            for write in admitted {
-                let _ = write.reply.send(Ok(()));
+            for (write, applied) in admitted.into_iter().zip(applied) {
+                let _ = write.reply.send(Ok(applied));
             }
         }
         // Pending merges finish before the index is let go.
@@ -407,12 +425,47 @@ impl WriterThread {
         admitted
     }
 
-    fn commit(&mut self, batch: &mut [Write]) -> tantivy::Result<()> {
+    /// Applies the batch and commits it; returns the documents each write applied to.
+    fn commit(&mut self, batch: &mut [Write]) -> tantivy::Result<Vec<u64>> {
+        let mut applied = Vec::with_capacity(batch.len());
         for write in batch {
             let change = std::mem::replace(&mut write.change, Change::Delete(Vec::new()));
-            change.apply(&self.writer, &self.schema)?;
+            applied.push(self.apply(change)?);
         }
-        self.writer.commit().map(drop)
+        self.writer.commit()?;
+        Ok(applied)
+    }
+
+    fn apply(&self, change: Change) -> tantivy::Result<u64> {
+        let (writer, schema) = (&self.writer, &self.schema);
+        Ok(match change {
+            Change::Upsert(documents) => {
+                let count = documents.len() as u64;
+                for prepared in documents {
+                    writer.delete_term(Term::from_field_text(schema.id, &prepared.id));
+                    writer.add_document(prepared.document)?;
+                }
+                count
+            }
+            Change::Delete(ids) => {
+                let count = ids.len() as u64;
+                for id in ids {
+                    writer.delete_term(Term::from_field_text(schema.id, &id));
+                }
+                count
+            }
+            Change::DeleteMatching(query) => {
+                // Alone in its commit: the reader, brought up to the last commit, sees
+                // exactly what the deletion will remove.
+                self.reader.reload()?;
+                let count = self
+                    .reader
+                    .searcher()
+                    .search(&query, &tantivy::collector::Count)?;
+                writer.delete_query(query)?;
+                count as u64
+            }
+        })
     }
 
     /// Settles the ledger with what the index holds now; a failure is made up for by the
@@ -432,7 +485,7 @@ impl Change {
     fn most_added(&self) -> u64 {
         match self {
             Change::Upsert(documents) => documents.len() as u64,
-            Change::Delete(_) => 0,
+            Change::Delete(_) | Change::DeleteMatching(_) => 0,
         }
     }
 
@@ -454,22 +507,5 @@ impl Change {
             .iter()
             .filter(|d| seen.insert(d.id.as_str()) && !held(&d.id))
             .count() as u64
-    }
-
-    fn apply(self, writer: &IndexWriter, schema: &Compiled) -> tantivy::Result<()> {
-        match self {
-            Change::Upsert(documents) => {
-                for prepared in documents {
-                    writer.delete_term(Term::from_field_text(schema.id, &prepared.id));
-                    writer.add_document(prepared.document)?;
-                }
-            }
-            Change::Delete(ids) => {
-                for id in ids {
-                    writer.delete_term(Term::from_field_text(schema.id, &id));
-                }
-            }
-        }
-        Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! The search service's scenarios, each run on SQLite and on PostgreSQL metadata.
 
+mod bulk;
 mod common;
 mod documents;
 mod indexes;
