@@ -4,6 +4,8 @@
 //!   quota gauges equal what is stored, and no orphaned blob file is left.
 //! - Messaging: every acknowledged message is stored exactly once, where its answer said,
 //!   and each key's messages are in the order they were published.
+//! - Search: every acknowledged document is searchable, and the documents gauge equals
+//!   what the index holds.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -385,6 +387,149 @@ async fn acknowledged_messages_survive_sigkill_once_and_in_order() {
         "crash test: {} messages acknowledged, {} stored after restart",
         acked.len(),
         stored.len()
+    );
+
+    let pid = server.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let mut child = server.child;
+    child.wait().unwrap();
+}
+
+/// Documents acknowledged before the kill, at least (the load stops by itself after a few
+/// seconds too).
+const WANTED_DOCUMENTS: usize = 3000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_documents_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve(dir.path());
+    let http = reqwest::Client::new();
+    let secret = project_key(
+        &http,
+        &server,
+        dir.path(),
+        json!(["search:read", "search:write"]),
+    )
+    .await;
+    let schema = json!({
+        "name": "load",
+        "schema": {"primary_key": "id", "fields": [
+            {"name": "id", "type": "keyword"},
+            {"name": "writer", "type": "keyword"},
+            {"name": "body", "type": "text"}
+        ]}
+    });
+    json(
+        http.post(format!("{}/search/v1/indexes", server.url))
+            .bearer_auth(&secret)
+            .json(&schema),
+    )
+    .await;
+
+    // 8 writers, sending batches of 1 to 50 documents until the kill, half of them as
+    // JSON upserts and half as NDJSON imports.
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let writers: Vec<_> = (0..8)
+        .map(|writer| {
+            let (http, url, secret, acked) = (
+                http.clone(),
+                server.url.clone(),
+                secret.clone(),
+                acked.clone(),
+            );
+            tokio::spawn(async move {
+                let mut seq = 0;
+                while Instant::now() < deadline {
+                    let count = 1 + (seq * 7 + writer) % 50;
+                    let ids: Vec<String> = (seq..seq + count).map(|n| format!("w{writer}-{n}")).collect();
+                    let docs: Vec<Value> = ids
+                        .iter()
+                        .map(|id| json!({"id": id, "writer": format!("w{writer}"), "body": format!("document {id}")}))
+                        .collect();
+                    let request = if seq % 2 == 0 {
+                        http.post(format!("{url}/search/v1/indexes/load/documents")).json(&docs)
+                    } else {
+                        let lines: Vec<String> = docs.iter().map(Value::to_string).collect();
+                        http.post(format!("{url}/search/v1/indexes/load/documents/import"))
+                            .header("content-type", "application/x-ndjson")
+                            .body(lines.join("\n"))
+                    };
+                    let Ok(response) = request.bearer_auth(&secret).send().await else { return };
+                    if response.status() != 200 {
+                        return;
+                    }
+                    acked.lock().unwrap().extend(ids);
+                    seq += count;
+                }
+            })
+        })
+        .collect();
+    while acked.lock().unwrap().len() < WANTED_DOCUMENTS && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    server.child.wait().unwrap();
+    futures::future::join_all(writers).await;
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 200,
+        "too few documents were acknowledged to test anything: {}",
+        acked.len()
+    );
+
+    // After a restart every acknowledged document is found, and the gauge is the truth.
+    let server = serve(dir.path());
+    for id in &acked {
+        let response = http
+            .get(format!(
+                "{}/search/v1/indexes/load/documents/{id}",
+                server.url
+            ))
+            .bearer_auth(&secret)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "acknowledged {id} is lost");
+    }
+    let found = json(
+        http.post(format!("{}/search/v1/indexes/load/search", server.url))
+            .bearer_auth(&secret)
+            .json(&json!({"q": "", "limit": 1})),
+    )
+    .await;
+    let held = found["total"].as_u64().unwrap();
+    assert!(held >= acked.len() as u64);
+    let admin = std::fs::read_to_string(dir.path().join("admin_token")).unwrap();
+    let projects = json(
+        http.get(format!("{}/console/v1/projects", server.url))
+            .bearer_auth(admin.trim()),
+    )
+    .await;
+    let project = projects["items"][0]["id"].as_str().unwrap();
+    let quotas = json(
+        http.get(format!(
+            "{}/console/v1/projects/{project}/quotas",
+            server.url
+        ))
+        .bearer_auth(admin.trim()),
+    )
+    .await;
+    assert_eq!(
+        quotas["usage"]["documents"].as_u64(),
+        Some(held),
+        "the documents gauge after the restart"
+    );
+    eprintln!(
+        "crash test: {} documents acknowledged, {held} held after restart",
+        acked.len()
     );
 
     let pid = server.child.id().to_string();

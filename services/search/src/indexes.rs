@@ -293,8 +293,8 @@ pub async fn delete_index(
         .release(&mut tx, project_id, Gauge::Documents, held + pending)
         .await?;
     tx.commit().await?;
-    // The row is gone, so no request reaches the files any more.
-    // TODO(#5): sweep the directories of indexes without a row at start (a crash here).
+    // The row is gone, so no request reaches the files any more; a crash before they go
+    // leaves them to the sweep at the next start.
     search.remove(&row.id).await?;
     tracing::info!(project_id, index = %row.index.name, "index deleted");
     Ok(StatusCode::NO_CONTENT)

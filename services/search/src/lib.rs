@@ -24,6 +24,7 @@ pub mod queries;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, FromRef};
 use plinth_shared::{ApiError, Shared};
@@ -32,7 +33,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::engine::schema::Compiled;
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, EngineOptions, WriterBudget};
 use crate::indexes::IndexRow;
 use crate::ledger::IndexLedger;
 
@@ -41,8 +42,16 @@ use crate::ledger::IndexLedger;
 pub struct Search {
     shared: Shared,
     dir: PathBuf,
-    /// The indexes opened so far, by id.
-    engines: Arc<Mutex<HashMap<String, Arc<Engine>>>>,
+    /// The indexes open now, by id.
+    engines: Arc<Mutex<HashMap<String, Open>>>,
+    budget: Arc<WriterBudget>,
+}
+
+/// An open index and when a request last took it.
+#[derive(Debug)]
+struct Open {
+    engine: Arc<Engine>,
+    used: Instant,
 }
 
 impl FromRef<Search> for Shared {
@@ -52,33 +61,79 @@ impl FromRef<Search> for Shared {
 }
 
 impl Search {
-    /// Prepares the index directory the configuration names.
+    /// Prepares the index directory the configuration names, removes the directories of
+    /// indexes that have no row (a crash between deleting an index's row and its files),
+    /// and starts closing indexes nobody uses.
     ///
     /// # Errors
     ///
-    /// Returns an error when `search_dir` cannot be created.
+    /// Returns an error when `search_dir` cannot be created or read, or the metadata store
+    /// cannot be.
     pub async fn open(shared: Shared) -> Result<Search, std::io::Error> {
         let dir = shared.config().search_dir();
         tokio::fs::create_dir_all(&dir).await?;
-        Ok(Search {
+        sweep_orphans(&shared, &dir).await?;
+        let search = Search {
+            budget: Arc::new(WriterBudget::new(
+                shared.config().search_writer_memory_bytes,
+            )),
             shared,
             dir,
             engines: Arc::default(),
-        })
+        };
+        let engines = Arc::downgrade(&search.engines);
+        let idle = search.shared.config().search_idle_timeout;
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval((idle / 4).max(Duration::from_millis(250)));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                // Ends with the service.
+                let Some(engines) = engines.upgrade() else {
+                    break;
+                };
+                let mut engines = engines.lock().unwrap_or_else(|p| p.into_inner());
+                engines.retain(|_, open| in_use(open) || open.used.elapsed() < idle);
+            }
+        });
+        Ok(search)
     }
 
-    fn engines(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Engine>>> {
+    fn engines(&self) -> std::sync::MutexGuard<'_, HashMap<String, Open>> {
         self.engines.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many indexes are open now.
+    pub fn open_indexes(&self) -> usize {
+        self.engines().len()
+    }
+
+    /// How many writer shares of `search_writer_memory_bytes` are not taken.
+    pub fn free_writer_shares(&self) -> usize {
+        self.budget.free()
     }
 
     /// The open index of a row, opening it on first use.
     pub(crate) async fn engine(&self, row: &IndexRow) -> Result<Arc<Engine>, ApiError> {
-        if let Some(engine) = self.engines().get(&row.id) {
-            return Ok(engine.clone());
+        let limit = self.shared.config().search_max_open_indexes;
+        {
+            let mut engines = self.engines();
+            if let Some(open) = engines.get_mut(&row.id) {
+                open.used = Instant::now();
+                let engine = open.engine.clone();
+                // Indexes all in use when the last one opened may have left it over.
+                trim(&mut engines, limit, &row.id);
+                return Ok(engine);
+            }
         }
         let dir = self.dir.join(&row.id);
         let schema = Compiled::new(&row.index.schema)?;
-        let refresh = self.shared.config().search_refresh_interval;
+        let config = self.shared.config();
+        let options = EngineOptions {
+            refresh: config.search_refresh_interval,
+            writer_idle: config.search_writer_idle,
+            budget: Arc::clone(&self.budget),
+        };
         let ledger = Box::new(IndexLedger {
             shared: self.shared.clone(),
             runtime: tokio::runtime::Handle::current(),
@@ -86,7 +141,7 @@ impl Search {
             index_id: row.id.clone(),
         });
         let opened =
-            tokio::task::spawn_blocking(move || Engine::open(&dir, schema, refresh, ledger))
+            tokio::task::spawn_blocking(move || Engine::open(&dir, schema, options, ledger))
                 .await
                 .map_err(ApiError::internal)?
                 .map_err(engine_error)?;
@@ -94,8 +149,13 @@ impl Search {
         // Another request opened it meanwhile: the one already listed wins.
         let engine = engines
             .entry(row.id.clone())
-            .or_insert_with(|| Arc::new(opened))
+            .or_insert_with(|| Open {
+                engine: Arc::new(opened),
+                used: Instant::now(),
+            })
+            .engine
             .clone();
+        trim(&mut engines, limit, &row.id);
         Ok(engine)
     }
 
@@ -109,6 +169,44 @@ impl Search {
             Err(err) => Err(ApiError::internal(err)),
         }
     }
+}
+
+/// Past the limit, closes the least recently used indexes no request holds (but `keep`).
+fn trim(engines: &mut HashMap<String, Open>, limit: usize, keep: &str) {
+    while engines.len() > limit {
+        let oldest = engines
+            .iter()
+            .filter(|(id, open)| id.as_str() != keep && !in_use(open))
+            .min_by_key(|(_, open)| open.used)
+            .map(|(id, _)| id.clone());
+        match oldest {
+            Some(id) => engines.remove(&id),
+            None => break,
+        };
+    }
+}
+
+/// Whether a request holds the index (the map's is the only other reference).
+fn in_use(open: &Open) -> bool {
+    Arc::strong_count(&open.engine) > 1
+}
+
+/// Removes the index directories that no index row names.
+async fn sweep_orphans(shared: &Shared, dir: &std::path::Path) -> Result<(), std::io::Error> {
+    let rows: Vec<String> = sqlx::query_scalar("SELECT id FROM search_indexes")
+        .fetch_all(shared.store().pool())
+        .await
+        .map_err(std::io::Error::other)?;
+    let known: std::collections::HashSet<String> = rows.into_iter().collect();
+    let mut entries = tokio::fs::read_dir(dir).await?;
+    while let Some(entry) = entries.next_entry().await? {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type().await?.is_dir() && !known.contains(&name) {
+            tracing::warn!(directory = %entry.path().display(), "removing the files of a deleted index");
+            tokio::fs::remove_dir_all(entry.path()).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The answer to an index failure: the server's fault.

@@ -32,6 +32,7 @@ use plinth_shared::ApiError;
 use plinth_types::search::IndexStats;
 use serde_json::{Map, Value};
 use tantivy::collector::TopDocs;
+use tantivy::indexer::IndexWriterOptions;
 use tantivy::query::{BooleanQuery, Occur, Query, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value as _};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
@@ -40,8 +41,63 @@ use tokio::sync::oneshot;
 use self::document::Prepared;
 use self::schema::Compiled;
 
-/// The writer's memory budget: tantivy's smallest for one thread.
-const WRITER_MEMORY: usize = 15_000_000;
+/// The writer memory of one index, taken from the [`WriterBudget`] while it writes.
+const WRITER_MEMORY: usize = plinth_shared::config::SEARCH_WRITER_SHARE;
+
+/// The writer memory all indexes share: an index takes a share before it opens its writer
+/// and gives it back when the writer has been idle a while, so many small indexes never
+/// buffer more than the budget together (and never hold more writer threads than it
+/// allows).
+#[derive(Debug)]
+pub(crate) struct WriterBudget {
+    free: std::sync::Mutex<usize>,
+    returned: std::sync::Condvar,
+}
+
+impl WriterBudget {
+    /// A budget of `bytes`, in whole writer shares (at least one).
+    pub(crate) fn new(bytes: usize) -> WriterBudget {
+        WriterBudget {
+            free: std::sync::Mutex::new((bytes / WRITER_MEMORY).max(1)),
+            returned: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Waits for a share.
+    fn take(self: &std::sync::Arc<Self>) -> Share {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.returned.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        Share(std::sync::Arc::clone(self))
+    }
+
+    /// The shares not taken.
+    pub(crate) fn free(&self) -> usize {
+        *self.free.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A share of the writer budget, given back when dropped.
+struct Share(std::sync::Arc<WriterBudget>);
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.returned.notify_one();
+    }
+}
+
+/// How an index's writer and reader behave.
+#[derive(Clone, Debug)]
+pub(crate) struct EngineOptions {
+    /// How often readers are reloaded at most.
+    pub(crate) refresh: Duration,
+    /// How long a writer with nothing to do keeps its share.
+    pub(crate) writer_idle: Duration,
+    pub(crate) budget: std::sync::Arc<WriterBudget>,
+}
 /// Most writes one commit takes.
 const MOST_PER_COMMIT: usize = 256;
 
@@ -133,7 +189,7 @@ impl Engine {
     pub(crate) fn open(
         dir: &Path,
         schema: Compiled,
-        refresh: Duration,
+        options: EngineOptions,
         ledger: Box<dyn Ledger>,
     ) -> Result<Engine, EngineError> {
         std::fs::create_dir_all(dir).map_err(tantivy::TantivyError::from)?;
@@ -151,7 +207,6 @@ impl Engine {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
-        let writer: IndexWriter = index.writer_with_num_threads(1, WRITER_MEMORY)?;
         // What a crash left unsettled is settled before the first write.
         ledger
             .settle(held_documents(&index)?)
@@ -163,11 +218,12 @@ impl Engine {
             .name("plinth-index".into())
             .spawn(move || {
                 let thread = WriterThread {
-                    writer,
+                    index,
+                    writer: None,
                     reader: thread_reader,
                     schema: thread_schema,
                     ledger,
-                    refresh,
+                    options,
                 };
                 thread.run(queue);
             })
@@ -294,11 +350,13 @@ fn held_documents(index: &Index) -> tantivy::Result<u64> {
 
 /// The writer thread's state.
 struct WriterThread {
-    writer: IndexWriter,
+    index: Index,
+    /// The writer, with its share of the budget, while there is writing to do.
+    writer: Option<(IndexWriter, Share)>,
     reader: IndexReader,
     schema: Compiled,
     ledger: Box<dyn Ledger>,
-    refresh: Duration,
+    options: EngineOptions,
 }
 
 impl WriterThread {
@@ -309,17 +367,25 @@ impl WriterThread {
         let mut reloaded = Instant::now();
         let mut stale = false;
         let mut held: Option<Write> = None;
+        let mut wrote = Instant::now();
+        let tick = self.options.refresh.min(self.options.writer_idle);
         loop {
             let received = match held.take() {
                 Some(write) => Ok(write),
-                None => queue.recv_timeout(self.refresh),
+                None => queue.recv_timeout(tick),
             };
             let first = match received {
                 Ok(write) => write,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if stale && self.reader.reload().is_ok() {
+                    if stale
+                        && reloaded.elapsed() >= self.options.refresh
+                        && self.reader.reload().is_ok()
+                    {
                         stale = false;
                         reloaded = Instant::now();
+                    }
+                    if wrote.elapsed() >= self.options.writer_idle {
+                        self.close_writer();
                     }
                     continue;
                 }
@@ -342,11 +408,14 @@ impl WriterThread {
             if admitted.is_empty() {
                 continue;
             }
+            wrote = Instant::now();
             let applied = match self.commit(&mut admitted) {
                 Ok(applied) => applied,
                 Err(err) => {
                     tracing::error!(error = %err, "index commit failed; the writes are lost");
-                    let _ = self.writer.rollback();
+                    if let Some((writer, _)) = &mut self.writer {
+                        let _ = writer.rollback();
+                    }
                     self.settle();
                     for write in admitted {
                         let _ = write.reply.send(Err(EngineError::Tantivy(
@@ -359,7 +428,8 @@ impl WriterThread {
             self.settle();
             stale = true;
             let wait = admitted.iter().any(|w| w.wait);
-            if (wait || reloaded.elapsed() >= self.refresh) && self.reader.reload().is_ok() {
+            if (wait || reloaded.elapsed() >= self.options.refresh) && self.reader.reload().is_ok()
+            {
                 stale = false;
                 reloaded = Instant::now();
             }
@@ -367,9 +437,37 @@ impl WriterThread {
                 let _ = write.reply.send(Ok(applied));
             }
         }
-        // Pending merges finish before the index is let go.
-        if let Err(err) = self.writer.wait_merging_threads() {
-            tracing::warn!(error = %err, "index merges did not finish");
+        self.close_writer();
+    }
+
+    /// The writer, opened (after waiting for a share of the budget) when there is none.
+    fn writer<'a>(
+        slot: &'a mut Option<(IndexWriter, Share)>,
+        index: &Index,
+        budget: &std::sync::Arc<WriterBudget>,
+    ) -> tantivy::Result<&'a mut IndexWriter> {
+        let open = match slot.take() {
+            Some(open) => open,
+            None => {
+                let share = budget.take();
+                let options = IndexWriterOptions::builder()
+                    .memory_budget_per_thread(WRITER_MEMORY)
+                    .num_worker_threads(1)
+                    .num_merge_threads(1)
+                    .build();
+                (index.writer_with_options(options)?, share)
+            }
+        };
+        Ok(&mut slot.insert(open).0)
+    }
+
+    /// Closes the writer, once its merges are done, and gives its share back.
+    fn close_writer(&mut self) {
+        if let Some((writer, share)) = self.writer.take() {
+            if let Err(err) = writer.wait_merging_threads() {
+                tracing::warn!(error = %err, "index merges did not finish");
+            }
+            drop(share);
         }
     }
 
@@ -432,12 +530,13 @@ impl WriterThread {
             let change = std::mem::replace(&mut write.change, Change::Delete(Vec::new()));
             applied.push(self.apply(change)?);
         }
-        self.writer.commit()?;
+        Self::writer(&mut self.writer, &self.index, &self.options.budget)?.commit()?;
         Ok(applied)
     }
 
-    fn apply(&self, change: Change) -> tantivy::Result<u64> {
-        let (writer, schema) = (&self.writer, &self.schema);
+    fn apply(&mut self, change: Change) -> tantivy::Result<u64> {
+        let writer = Self::writer(&mut self.writer, &self.index, &self.options.budget)?;
+        let schema = &self.schema;
         Ok(match change {
             Change::Upsert(documents) => {
                 let count = documents.len() as u64;
@@ -471,7 +570,7 @@ impl WriterThread {
     /// Settles the ledger with what the index holds now; a failure is made up for by the
     /// next settle.
     fn settle(&self) {
-        let settled = held_documents(self.writer.index())
+        let settled = held_documents(&self.index)
             .map_err(ApiError::internal)
             .and_then(|documents| self.ledger.settle(documents));
         if let Err(err) = settled {

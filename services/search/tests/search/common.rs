@@ -13,6 +13,8 @@ pub(crate) struct Server {
     pub(crate) admin: Client,
     pub(crate) http: reqwest::Client,
     pub(crate) backend: TestBackend,
+    /// The service itself, for what only it can tell (open indexes, writer shares).
+    pub(crate) search: plinth_search::Search,
     stop: tokio::sync::oneshot::Sender<()>,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -29,7 +31,8 @@ impl Server {
             .await
             .unwrap();
         let search = plinth_search::Search::open(shared.clone()).await.unwrap();
-        let routes = plinth_console::router(shared.clone()).merge(plinth_search::router(search));
+        let routes =
+            plinth_console::router(shared.clone()).merge(plinth_search::router(search.clone()));
         let (routes, api) = routes.split_for_parts();
         let app = plinth_shared::http::app(routes, api, &shared);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -52,6 +55,7 @@ impl Server {
             admin,
             http: reqwest::Client::new(),
             backend,
+            search,
             stop,
             serving,
         }

@@ -4,6 +4,7 @@ mod bulk;
 mod common;
 mod documents;
 mod indexes;
+mod many;
 mod queries;
 mod results;
 mod tenants;
