@@ -13,6 +13,14 @@ struct Serve {
     stdout: Vec<String>,
 }
 
+impl Drop for Serve {
+    /// A test that fails midway does not leave its server running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts `plinth serve` on a free port in `data_dir` and reads its stdout up to the line
 /// that gives the URL.
 fn serve(data_dir: &Path) -> Serve {
@@ -438,5 +446,142 @@ fn topics_publish_and_consume_from_the_command_line() {
     let topics: serde_json::Value =
         serde_json::from_slice(&plinth(&server, key, &["topic", "list"])).unwrap();
     assert_eq!(topics, serde_json::json!([]));
+    terminate(server);
+}
+
+#[test]
+fn indexes_imports_and_searches_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path());
+    let admin_token = std::fs::read_to_string(dir.path().join("admin_token")).unwrap();
+    let project = admin(&server, admin_token.trim(), &["project", "create", "shop"]);
+    let project_id = project["id"].as_str().unwrap();
+    let key = admin(
+        &server,
+        admin_token.trim(),
+        &[
+            "key",
+            "create",
+            "--project",
+            project_id,
+            "--name",
+            "cli",
+            "--scope",
+            "search:read",
+            "--scope",
+            "search:write",
+        ],
+    );
+    let key = key["secret"].as_str().unwrap();
+    let json = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_slice(&plinth(&server, key, args)).unwrap()
+    };
+
+    let created = json(&[
+        "index",
+        "create",
+        "products",
+        "--field",
+        "id:keyword",
+        "--field",
+        "title:text:english",
+        "--field",
+        "price:float:sortable",
+        "--field",
+        "tenant:keyword:facet",
+    ]);
+    assert_eq!(created["schema"]["primary_key"], "id");
+    assert_eq!(json(&["index", "list"]).as_array().unwrap().len(), 1);
+
+    // A JSON array, one document of which does not fit, and NDJSON.
+    let array: Vec<serde_json::Value> = (0..300)
+        .map(|n| {
+            if n == 123 {
+                serde_json::json!({"id": "bad", "price": "cheap"})
+            } else {
+                let tenant = if n % 3 == 0 { "42" } else { "7" };
+                serde_json::json!({"id": format!("a{n}"), "title": format!("running shoe {n}"), "price": n, "tenant": tenant})
+            }
+        })
+        .collect();
+    let array_file = dir.path().join("docs.json");
+    std::fs::write(&array_file, serde_json::to_vec(&array).unwrap()).unwrap();
+    let summary = json(&[
+        "import",
+        "products",
+        array_file.to_str().unwrap(),
+        "--batch",
+        "100",
+    ]);
+    assert_eq!(summary["applied"], 299);
+    assert_eq!(summary["rejected_total"], 1);
+    assert_eq!(summary["rejected"][0]["position"], 123);
+    assert_eq!(summary["rejected"][0]["field"], "price");
+    let lines: Vec<String> = (0..50)
+        .map(|n| serde_json::json!({"id": format!("n{n}"), "title": "trail lamp", "price": 1000 + n, "tenant": "42"}).to_string())
+        .collect();
+    let ndjson_file = dir.path().join("docs.ndjson");
+    std::fs::write(&ndjson_file, lines.join("\n")).unwrap();
+    let summary = json(&["import", "products", ndjson_file.to_str().unwrap()]);
+    assert_eq!(
+        (
+            summary["applied"].as_u64(),
+            summary["rejected_total"].as_u64()
+        ),
+        (Some(50), Some(0))
+    );
+
+    // Stemming finds "running"; a filter, a sort and a facet.
+    let found = json(&[
+        "search",
+        "products",
+        "run",
+        "--filter",
+        r#"{"field": "price", "lt": 30}"#,
+        "--sort",
+        "price:desc",
+        "--facet",
+        "tenant",
+        "--limit",
+        "3",
+    ]);
+    assert_eq!(found["total"], 30);
+    let ids: Vec<&str> = found["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a29", "a28", "a27"]);
+    assert_eq!(
+        found["facets"]["tenant"][0],
+        serde_json::json!({"value": "7", "count": 20})
+    );
+    // A tenant token, minted on the command line, sees only its documents.
+    let token = plinth(
+        &server,
+        key,
+        &[
+            "token",
+            "--scope",
+            "search:read",
+            "--search-filter",
+            r#"products={"field": "tenant", "eq": "42"}"#,
+        ],
+    );
+    let token: serde_json::Value = serde_json::from_slice(&token).unwrap();
+    let token = token["token"].as_str().unwrap();
+    let found: serde_json::Value =
+        serde_json::from_slice(&plinth(&server, token, &["search", "products", "lamp"])).unwrap();
+    assert_eq!(found["total"], 50);
+    let found: serde_json::Value =
+        serde_json::from_slice(&plinth(&server, token, &["search", "products", "shoe"])).unwrap();
+    assert_eq!(
+        found["total"], 99,
+        "a0, a3, ... a297 but a123, whose place the bad one took"
+    );
+
+    plinth(&server, key, &["index", "delete", "products"]);
+    assert_eq!(json(&["index", "list"]), serde_json::json!([]));
     terminate(server);
 }

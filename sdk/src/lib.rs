@@ -15,6 +15,8 @@
 //! - `messaging`: the messaging API methods (topics, publish, partition reads, subscriptions,
 //!   pull, ack, nack, extend, seek, dead letters, redrive, push attempts) and
 //!   [`Client::consume`], a consumer loop.
+//! - `search`: the search API methods (indexes, documents, imports, searches) with typed
+//!   documents, the [`Query`] builder and its [`Filter`]s, and the [`BulkLoader`].
 //! - [`push`]: for a function behind a push subscription: verify a request's signature and
 //!   read its CloudEvent.
 
@@ -25,6 +27,7 @@ mod error;
 mod messaging;
 pub mod push;
 mod retry;
+mod search;
 mod storage;
 
 pub use plinth_types as types;
@@ -33,4 +36,7 @@ pub use crate::builder::{ClientBuilder, DEFAULT_URL};
 pub use crate::client::Client;
 pub use crate::error::Error;
 pub use crate::messaging::{ConsumerOptions, ReadFrom};
+pub use crate::search::{
+    BulkLoader, BulkOptions, BulkSummary, Filter, Query, SearchHit, SearchPage, WriteOptions,
+};
 pub use crate::storage::{Checksum, MultipartOptions, ObjectHead, PartSent, PutOptions};

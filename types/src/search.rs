@@ -187,6 +187,28 @@ pub struct IndexList {
     pub indexes: Vec<Index>,
 }
 
+/// What a write does with the documents that do not fit the schema.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Refuse the whole batch, naming the first bad document.
+    #[default]
+    Refuse,
+    /// Apply the valid ones and list the others.
+    Skip,
+}
+
+impl OnError {
+    /// The name in a query string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnError::Refuse => "refuse",
+            OnError::Skip => "skip",
+        }
+    }
+}
+
 /// A document of a batch that was not applied, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -11,6 +11,7 @@
 //! - `ls`, `cp`: `plinth ls` and `plinth cp`, with a project's key or token.
 //! - `messaging`: `plinth topic|subscription create|list|delete`, `plinth publish` and
 //!   `plinth consume`.
+//! - `search`: `plinth index create|list|get|delete`, `plinth import` and `plinth search`.
 
 mod cp;
 mod key;
@@ -18,6 +19,7 @@ mod ls;
 mod messaging;
 mod project;
 mod quota;
+mod search;
 
 use std::fmt::Display;
 use std::time::Duration;
@@ -60,6 +62,14 @@ pub(crate) enum AdminCommand {
     Publish(messaging::PublishArgs),
     /// Print a subscription's messages as JSON lines, and acknowledge them.
     Consume(messaging::ConsumeArgs),
+    /// Create, list, show and delete search indexes.
+    #[command(subcommand)]
+    Index(search::IndexCommand),
+    /// Load a JSON array or NDJSON file of documents into an index, with a summary of the
+    /// documents it refused.
+    Import(search::ImportArgs),
+    /// Search an index.
+    Search(search::SearchArgs),
 }
 
 /// What the global flags say about reaching the server and printing the answer.
@@ -97,6 +107,9 @@ pub(crate) async fn run(command: AdminCommand, options: AdminOptions) -> anyhow:
         }
         AdminCommand::Publish(args) => messaging::publish(&client, output, args).await,
         AdminCommand::Consume(args) => messaging::consume(&client, args).await,
+        AdminCommand::Index(command) => search::index(&client, output, command).await,
+        AdminCommand::Import(args) => search::import(&client, output, args).await,
+        AdminCommand::Search(args) => search::search(&client, output, args).await,
     }
 }
 

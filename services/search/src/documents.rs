@@ -7,7 +7,7 @@ use futures::TryStreamExt as _;
 use plinth_shared::ApiError;
 use plinth_shared::auth::Caller;
 use plinth_shared::extract::{Json, Path, Query};
-use plinth_types::search::{DeleteDocuments, RejectedDocument, WriteResponse};
+use plinth_types::search::{DeleteDocuments, OnError, RejectedDocument, WriteResponse};
 use plinth_types::{ErrorBody, Scope};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -31,17 +31,6 @@ const IMPORT_CHUNK: usize = 5_000;
 const IMPORT_CHUNK_BYTES: usize = 8 * 1024 * 1024;
 /// The bad lines of an import listed in its answer.
 const MAX_LISTED_REJECTED: usize = 1000;
-
-/// What to do with the documents of a batch that do not fit the schema.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnError {
-    /// Refuse the whole batch, naming the first bad document.
-    #[default]
-    Refuse,
-    /// Apply the valid ones and list the others.
-    Skip,
-}
 
 /// The query string of a write.
 #[derive(Debug, Default, Deserialize)]
@@ -330,6 +319,14 @@ pub async fn import_documents(
     // Held documents go in chunks too, so no single write is unbounded.
     let mut rest = held;
     rest.append(&mut chunk);
+    if rest.is_empty() && params.wait {
+        // Nothing left to write, but the caller waits for what came before to be
+        // searchable: an empty commit that waits does it.
+        engine
+            .write(Change::Upsert(Vec::new()), true)
+            .await
+            .map_err(engine_error)?;
+    }
     while !rest.is_empty() {
         let tail = rest.split_off(rest.len().min(IMPORT_CHUNK));
         let last = tail.is_empty();
