@@ -5,9 +5,13 @@
 //! against the same handler on a route without auth. Requests are driven in-process on a
 //! single-threaded runtime, so wall time per request is CPU time per request and the network
 //! adds no noise. Rounds alternate between the variants; the median round is reported.
+//!
+//! `storage`, `messaging` and `search` each start Plinth and its peers as processes; their
+//! modules say how.
 
 mod messaging;
 mod process;
+mod search;
 mod storage;
 
 use std::path::PathBuf;
@@ -70,6 +74,15 @@ struct Args {
     /// Seconds of each system's messaging latency run.
     #[arg(long, default_value_t = 5)]
     latency_seconds: u64,
+    /// Documents of the search corpus.
+    #[arg(long, default_value_t = 1_000_000)]
+    documents: usize,
+    /// Queries of each system's search latency run.
+    #[arg(long, default_value_t = 600)]
+    queries: usize,
+    /// The PostgreSQL database of the search benchmark (`bench/run-search.sh` starts one).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pg_url: String,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -81,6 +94,9 @@ enum Bench {
     /// Publish throughput and publish-to-delivery latency against NATS JetStream and Redis
     /// Streams.
     Messaging,
+    /// Indexing throughput and query latency against raw tantivy and PostgreSQL full-text
+    /// search.
+    Search,
 }
 
 /// Requests per variant before the benchmark switches to the next one.
@@ -231,6 +247,17 @@ fn main() -> anyhow::Result<()> {
             };
             let runtime = tokio::runtime::Runtime::new().context("start the runtime")?;
             runtime.block_on(messaging::run(&setup))
+        }
+        Bench::Search => {
+            let setup = search::Setup {
+                plinth: args.plinth.clone(),
+                pg_url: args.pg_url.clone(),
+                documents: args.documents,
+                queries: args.queries,
+                seconds: args.seconds,
+            };
+            let runtime = tokio::runtime::Runtime::new().context("start the runtime")?;
+            runtime.block_on(search::run(&setup))
         }
     }
 }

@@ -30,6 +30,8 @@ pub enum Gauge {
     Documents,
     /// Indexes.
     Indexes,
+    /// Bytes of search index files, as measured after each commit.
+    IndexBytes,
 }
 
 impl Gauge {
@@ -40,6 +42,7 @@ impl Gauge {
         Gauge::Topics,
         Gauge::Documents,
         Gauge::Indexes,
+        Gauge::IndexBytes,
     ];
 
     /// Returns the gauge's name, as stored and as in the quota field.
@@ -50,6 +53,7 @@ impl Gauge {
             Gauge::Topics => "topics",
             Gauge::Documents => "documents",
             Gauge::Indexes => "indexes",
+            Gauge::IndexBytes => "index_bytes",
         }
     }
 
@@ -60,6 +64,7 @@ impl Gauge {
             Gauge::Topics => quotas.topics,
             Gauge::Documents => quotas.documents,
             Gauge::Indexes => quotas.indexes,
+            Gauge::IndexBytes => quotas.index_bytes,
         }
     }
 }
@@ -82,6 +87,7 @@ pub fn validate(quotas: &QuotaValues) -> Result<(), ApiError> {
         ("retention_seconds", quotas.retention_seconds),
         ("documents", quotas.documents),
         ("indexes", quotas.indexes),
+        ("index_bytes", quotas.index_bytes),
     ];
     for (name, value) in fields {
         if value.is_some_and(|v| v > i64::MAX as u64) {
@@ -117,6 +123,7 @@ pub fn effective(overrides: &QuotaValues, defaults: &QuotaValues) -> QuotaValues
         retention_seconds: overrides.retention_seconds.or(defaults.retention_seconds),
         documents: overrides.documents.or(defaults.documents),
         indexes: overrides.indexes.or(defaults.indexes),
+        index_bytes: overrides.index_bytes.or(defaults.index_bytes),
         requests_per_second: overrides
             .requests_per_second
             .or(defaults.requests_per_second),
@@ -307,6 +314,38 @@ impl Quotas {
         amount: i64,
     ) -> Result<(), ApiError> {
         self.reserve(tx, project_id, gauge, -amount).await
+    }
+
+    /// Requires that a measured gauge (one set after the fact, like `index_bytes`) is below
+    /// the project's limit.
+    ///
+    /// # Errors
+    ///
+    /// Returns `quota_exceeded` when it is at or past the limit.
+    pub async fn require_room(
+        &self,
+        conn: &mut AnyConnection,
+        project_id: &str,
+        overrides: &QuotaValues,
+        gauge: Gauge,
+    ) -> Result<(), ApiError> {
+        let Some(limit) = gauge.limit(&self.effective(overrides)) else {
+            return Ok(());
+        };
+        let used: Option<i64> = sqlx::query_scalar(
+            "SELECT used FROM quota_gauges WHERE project_id = $1 AND metric = $2",
+        )
+        .bind(project_id)
+        .bind(gauge.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+        if used.unwrap_or(0).max(0) as u64 >= limit {
+            return Err(ApiError::QuotaExceeded {
+                quota: gauge.as_str(),
+                limit,
+            });
+        }
+        Ok(())
     }
 
     /// Moves a gauge by `delta` whatever its limit, never below zero: for bringing a gauge

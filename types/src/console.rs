@@ -65,6 +65,11 @@ pub struct Quotas {
     /// Search indexes in the project.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub indexes: Option<u64>,
+    /// Bytes the project's search indexes may take on disk. An index is measured after each
+    /// commit and a write is refused once the project is at the limit, so the write that
+    /// crosses it still goes in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_bytes: Option<u64>,
     /// Sustained requests per second allowed to each of the project's keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_per_second: Option<u64>,

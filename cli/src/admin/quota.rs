@@ -164,7 +164,7 @@ fn print_report(report: &QuotaReport) {
 
 /// Names every quota with its value, in the order of the type. The destructuring has no `..`,
 /// so a quota added to the type fails to compile here until it gets its name.
-fn fields(quotas: &mut Quotas) -> [(&'static str, &mut Option<u64>); 12] {
+fn fields(quotas: &mut Quotas) -> [(&'static str, &mut Option<u64>); 13] {
     let Quotas {
         stored_bytes,
         objects,
@@ -176,6 +176,7 @@ fn fields(quotas: &mut Quotas) -> [(&'static str, &mut Option<u64>); 12] {
         retention_seconds,
         documents,
         indexes,
+        index_bytes,
         requests_per_second,
         request_burst,
     } = quotas;
@@ -191,6 +192,7 @@ fn fields(quotas: &mut Quotas) -> [(&'static str, &mut Option<u64>); 12] {
         ("retention_seconds", retention_seconds),
         ("documents", documents),
         ("indexes", indexes),
+        ("index_bytes", index_bytes),
         ("requests_per_second", requests_per_second),
         ("request_burst", request_burst),
     ]

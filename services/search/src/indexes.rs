@@ -278,19 +278,23 @@ pub async fn delete_index(
     let mut tx = search.shared.store().begin().await?;
     // Its documents, and room reserved for writes in flight, go back with it.
     let deleted =
-        sqlx::query("DELETE FROM search_indexes WHERE id = $1 RETURNING documents, pending")
+        sqlx::query("DELETE FROM search_indexes WHERE id = $1 RETURNING documents, pending, bytes")
             .bind(&row.id)
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| ApiError::IndexNotFound(row.index.name.clone()))?;
     let held: i64 = deleted.try_get("documents")?;
     let pending: i64 = deleted.try_get("pending")?;
+    let bytes: i64 = deleted.try_get("bytes")?;
     let quotas = search.shared.quotas();
     quotas
         .release(&mut tx, project_id, Gauge::Indexes, 1)
         .await?;
     quotas
         .release(&mut tx, project_id, Gauge::Documents, held + pending)
+        .await?;
+    quotas
+        .release(&mut tx, project_id, Gauge::IndexBytes, bytes)
         .await?;
     tx.commit().await?;
     // The row is gone, so no request reaches the files any more; a crash before they go

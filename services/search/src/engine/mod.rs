@@ -135,12 +135,12 @@ pub(crate) trait Ledger: Send + Sync + 'static {
     /// Returns why nothing could be reserved.
     fn reserve(&self, bounds: &[u64]) -> Result<Vec<Option<ApiError>>, ApiError>;
 
-    /// Records that the index holds `documents` now.
+    /// Records that the index holds `documents` now, in files of `bytes`.
     ///
     /// # Errors
     ///
     /// Returns why the record failed; the next settle makes up for it.
-    fn settle(&self, documents: u64) -> Result<(), ApiError>;
+    fn settle(&self, documents: u64, bytes: u64) -> Result<(), ApiError>;
 }
 
 /// A change to an index.
@@ -209,15 +209,17 @@ impl Engine {
             .try_into()?;
         // What a crash left unsettled is settled before the first write.
         ledger
-            .settle(held_documents(&index)?)
+            .settle(held_documents(&index)?, dir_bytes(dir))
             .map_err(EngineError::Refused)?;
         let (writes, queue) = mpsc::sync_channel(MOST_PER_COMMIT);
         let thread_reader = reader.clone();
+        let thread_dir = dir.to_path_buf();
         let thread_schema = schema.clone();
         std::thread::Builder::new()
             .name("plinth-index".into())
             .spawn(move || {
                 let thread = WriterThread {
+                    dir: thread_dir,
                     index,
                     writer: None,
                     reader: thread_reader,
@@ -302,17 +304,10 @@ impl Engine {
 
     /// The documents searchable now and the bytes of the index's files.
     pub(crate) fn stats(&self) -> IndexStats {
-        let documents = self.reader.searcher().num_docs();
-        let bytes = std::fs::read_dir(&self.dir)
-            .map(|entries| {
-                entries
-                    .filter_map(|e| e.ok()?.metadata().ok())
-                    .filter(|m| m.is_file())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
-        IndexStats { documents, bytes }
+        IndexStats {
+            documents: self.reader.searcher().num_docs(),
+            bytes: dir_bytes(&self.dir),
+        }
     }
 
     pub(crate) fn source(&self, document: &TantivyDocument) -> Map<String, Value> {
@@ -339,6 +334,19 @@ impl From<EngineError> for SearchError {
     }
 }
 
+/// The bytes of the files in an index's directory.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// The documents an index's committed files hold.
 fn held_documents(index: &Index) -> tantivy::Result<u64> {
     Ok(index
@@ -351,6 +359,7 @@ fn held_documents(index: &Index) -> tantivy::Result<u64> {
 /// The writer thread's state.
 struct WriterThread {
     index: Index,
+    dir: PathBuf,
     /// The writer, with its share of the budget, while there is writing to do.
     writer: Option<(IndexWriter, Share)>,
     reader: IndexReader,
@@ -572,7 +581,7 @@ impl WriterThread {
     fn settle(&self) {
         let settled = held_documents(&self.index)
             .map_err(ApiError::internal)
-            .and_then(|documents| self.ledger.settle(documents));
+            .and_then(|documents| self.ledger.settle(documents, dir_bytes(&self.dir)));
         if let Err(err) = settled {
             tracing::warn!(error = %err, "the index's document count is not recorded yet");
         }

@@ -143,32 +143,37 @@ impl Sort {
 
     /// How two hits' keys compare: `Less` when the first comes first.
     fn compare(&self, a: &[KeyValue], b: &[KeyValue]) -> Ordering {
-        for ((key, a), b) in self.keys.iter().zip(a).zip(b) {
-            let order = match (a, b) {
-                (KeyValue::Missing, KeyValue::Missing) => Ordering::Equal,
-                (KeyValue::Missing, _) => Ordering::Greater,
-                (_, KeyValue::Missing) => Ordering::Less,
-                (a, b) => {
-                    let natural = match (a, b) {
-                        (KeyValue::Bool(a), KeyValue::Bool(b)) => a.cmp(b),
-                        (KeyValue::Int(a), KeyValue::Int(b)) => a.cmp(b),
-                        (KeyValue::Float(a), KeyValue::Float(b)) => a.total_cmp(b),
-                        (KeyValue::Text(a), KeyValue::Text(b)) => a.cmp(b),
-                        // A checked cursor holds values of the keys' own types.
-                        _ => Ordering::Equal,
-                    };
-                    if key.descending {
-                        natural.reverse()
-                    } else {
-                        natural
-                    }
-                }
-            };
+        for (n, (a, b)) in a.iter().zip(b).enumerate() {
+            let order = self.compare_key(n, a, b);
             if order != Ordering::Equal {
                 return order;
             }
         }
         Ordering::Equal
+    }
+
+    /// How two values of key `n` compare: `Less` when the first comes first.
+    fn compare_key(&self, n: usize, a: &KeyValue, b: &KeyValue) -> Ordering {
+        match (a, b) {
+            (KeyValue::Missing, KeyValue::Missing) => Ordering::Equal,
+            (KeyValue::Missing, _) => Ordering::Greater,
+            (_, KeyValue::Missing) => Ordering::Less,
+            (a, b) => {
+                let natural = match (a, b) {
+                    (KeyValue::Bool(a), KeyValue::Bool(b)) => a.cmp(b),
+                    (KeyValue::Int(a), KeyValue::Int(b)) => a.cmp(b),
+                    (KeyValue::Float(a), KeyValue::Float(b)) => a.total_cmp(b),
+                    (KeyValue::Text(a), KeyValue::Text(b)) => a.cmp(b),
+                    // A checked cursor holds values of the keys' own types.
+                    _ => Ordering::Equal,
+                };
+                if self.keys.get(n).is_some_and(|k| k.descending) {
+                    natural.reverse()
+                } else {
+                    natural
+                }
+            }
+        }
     }
 
     fn compare_hits(&self, a: &RankedHit, b: &RankedHit) -> Ordering {
@@ -359,6 +364,16 @@ impl SegmentRanking {
         id
     }
 
+    /// Every key of a document, the first already read.
+    fn keys(&self, doc: DocId, score: Score, first: &KeyValue) -> Vec<KeyValue> {
+        let mut keys = Vec::with_capacity(self.columns.len());
+        keys.push(first.clone());
+        for (column, key) in self.columns.iter().zip(&self.sort.keys).skip(1) {
+            keys.push(column.value(doc, score, key.descending));
+        }
+        keys
+    }
+
     /// Keeps the best `keep` hits, best first.
     fn cut_back(&mut self) {
         let sort = &self.sort;
@@ -432,25 +447,30 @@ impl SegmentCollector for SegmentRanking {
 
     fn collect(&mut self, doc: DocId, score: Score) {
         self.total += 1;
-        let keys: Vec<KeyValue> = self
-            .columns
-            .iter()
-            .zip(&self.sort.keys)
-            .map(|(column, key)| column.value(doc, score, key.descending))
-            .collect();
-        // The id is read only when the keys tie.
+        // Most matches are settled by the first key alone (before the cursor, or worse than
+        // the worst kept); the other keys and the id are read only for those it ties.
+        let first = self.columns[0].value(doc, score, self.sort.keys[0].descending);
+        let mut keys: Option<Vec<KeyValue>> = None;
         let mut id = None;
         if let Some(after) = &self.after {
-            match self.sort.compare(&keys, &after.keys) {
+            match self.sort.compare_key(0, &first, &after.keys[0]) {
                 Ordering::Less => return,
-                Ordering::Equal => {
-                    let mine = self.id(doc);
-                    if mine <= after.id {
-                        return;
-                    }
-                    id = Some(mine);
-                }
                 Ordering::Greater => {}
+                Ordering::Equal => {
+                    let all = self.keys(doc, score, &first);
+                    match self.sort.compare(&all, &after.keys) {
+                        Ordering::Less => return,
+                        Ordering::Greater => {}
+                        Ordering::Equal => {
+                            let mine = self.id(doc);
+                            if mine <= after.id {
+                                return;
+                            }
+                            id = Some(mine);
+                        }
+                    }
+                    keys = Some(all);
+                }
             }
         }
         self.after_cursor += 1;
@@ -458,18 +478,27 @@ impl SegmentCollector for SegmentRanking {
             return;
         }
         if let Some(worst) = &self.worst {
-            match self.sort.compare(&keys, &worst.keys) {
+            match self.sort.compare_key(0, &first, &worst.keys[0]) {
                 Ordering::Greater => return,
-                Ordering::Equal => {
-                    let mine = id.take().unwrap_or_else(|| self.id(doc));
-                    if mine >= worst.id {
-                        return;
-                    }
-                    id = Some(mine);
-                }
                 Ordering::Less => {}
+                Ordering::Equal => {
+                    let all = keys.take().unwrap_or_else(|| self.keys(doc, score, &first));
+                    match self.sort.compare(&all, &worst.keys) {
+                        Ordering::Greater => return,
+                        Ordering::Less => {}
+                        Ordering::Equal => {
+                            let mine = id.take().unwrap_or_else(|| self.id(doc));
+                            if mine >= worst.id {
+                                return;
+                            }
+                            id = Some(mine);
+                        }
+                    }
+                    keys = Some(all);
+                }
             }
         }
+        let keys = keys.unwrap_or_else(|| self.keys(doc, score, &first));
         let id = id.unwrap_or_else(|| self.id(doc));
         self.kept.push(RankedHit {
             keys,

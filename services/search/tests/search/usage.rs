@@ -143,7 +143,71 @@ async fn a_reservation_cut_short_is_settled_when_the_index_opens(backend: TestBa
     assert_eq!(documents_gauge(&server, &project).await, 10);
 }
 
+async fn the_index_bytes_quota_refuses_writes_past_it(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let key = server.tenant("shop", Quotas::default()).await;
+    let project = project_id(&server, "shop").await;
+    server
+        .ok(&key, Method::POST, "/indexes", Some(products()))
+        .await;
+    let size = |index: Value| index["stats"]["bytes"].as_u64().unwrap();
+    let empty = size(
+        server
+            .ok(&key, Method::GET, "/indexes/products", None)
+            .await,
+    );
+    // Room for the empty index and a byte more.
+    let quotas = Quotas {
+        index_bytes: Some(empty + 1),
+        ..Quotas::default()
+    };
+    server.admin.set_quotas(&project, &quotas).await.unwrap();
+    // Below the limit, a write goes in; its commit is what crosses it.
+    let (status, body) = upsert(&server, &key, "products", &[1, 2, 3]).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let bytes = size(
+        server
+            .ok(&key, Method::GET, "/indexes/products", None)
+            .await,
+    );
+    assert!(bytes > empty + 1);
+    let report = server.admin.get_quotas(&project).await.unwrap();
+    assert_eq!(
+        report.usage["index_bytes"], bytes,
+        "the gauge is the files' size"
+    );
+    let (status, body) = upsert(&server, &key, "products", &[4]).await;
+    assert_eq!(
+        (
+            status,
+            body["code"].as_str(),
+            body["details"]["quota"].as_str()
+        ),
+        (
+            StatusCode::FORBIDDEN,
+            Some("quota_exceeded"),
+            Some("index_bytes")
+        ),
+        "{body}"
+    );
+    // Deleting still works; deleting the index gives its bytes back.
+    server
+        .ok(
+            &key,
+            Method::POST,
+            "/indexes/products/documents/delete?wait=true",
+            Some(json!({"ids": ["1"]})),
+        )
+        .await;
+    server
+        .ok(&key, Method::DELETE, "/indexes/products", None)
+        .await;
+    let report = server.admin.get_quotas(&project).await.unwrap();
+    assert_eq!(report.usage["index_bytes"], 0);
+}
+
 plinth_shared::backend_tests!(
+    the_index_bytes_quota_refuses_writes_past_it,
     the_documents_quota_counts_what_the_indexes_hold,
     a_reservation_cut_short_is_settled_when_the_index_opens,
 );
