@@ -11,8 +11,9 @@
 //!
 //! - [`ledger`]: the documents an index holds, booked against the project's quota.
 //!
-//! Still to come, part of issue #5: NDJSON bulk loads and delete by filter, closing idle
-//! indexes, the SDK and CLI, and the benchmark.
+//! Open indexes close when idle or past `search_max_open_indexes`; their writers exist only
+//! while there is writing to do, within one memory budget (`engine::WriterBudget`).
+//! Still to meet, part of issue #5: the indexing and query-latency speed targets.
 
 pub mod documents;
 pub mod engine;
