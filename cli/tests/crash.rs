@@ -52,6 +52,19 @@ fn serve(data_dir: &Path) -> Serve {
     Serve { child, url }
 }
 
+/// Kills the server with SIGKILL, as a crash would, and waits until it is gone.
+fn sigkill(server: &mut Serve) {
+    server.child.kill().expect("SIGKILL the server");
+    server.child.wait().unwrap();
+}
+
+/// Stops the server with SIGTERM and waits until it has.
+fn sigterm(mut server: Serve) {
+    let pid = server.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    server.child.wait().unwrap();
+}
+
 /// The bytes of object `i`: a size and pattern of its own, so any mix-up shows.
 fn content(i: usize) -> Vec<u8> {
     let len = (i * 7919) % 300_000 + 1;
@@ -132,15 +145,7 @@ async fn acknowledged_uploads_survive_sigkill() {
     while acked.lock().unwrap().len() < WANTED_ACKS && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let pid = server.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-KILL", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    server.child.wait().unwrap();
+    sigkill(&mut server);
     futures::future::join_all(writers).await;
     let acked = acked.lock().unwrap().clone();
     assert!(
@@ -228,10 +233,7 @@ async fn acknowledged_uploads_survive_sigkill() {
         .sum();
     assert_eq!(files, objects.len());
 
-    let pid = server.child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let mut child = server.child;
-    child.wait().unwrap();
+    sigterm(server);
 }
 
 /// A project and a key with `scopes`, through the admin token in the data directory.
@@ -322,15 +324,7 @@ async fn acknowledged_messages_survive_sigkill_once_and_in_order() {
     while acked.lock().unwrap().len() < WANTED_MESSAGES && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let pid = server.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-KILL", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    server.child.wait().unwrap();
+    sigkill(&mut server);
     futures::future::join_all(publishers).await;
     let acked = acked.lock().unwrap().clone();
     assert!(
@@ -389,10 +383,7 @@ async fn acknowledged_messages_survive_sigkill_once_and_in_order() {
         stored.len()
     );
 
-    let pid = server.child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let mut child = server.child;
-    child.wait().unwrap();
+    sigterm(server);
 }
 
 /// Documents acknowledged before the kill, at least (the load stops by itself after a few
@@ -468,15 +459,7 @@ async fn acknowledged_documents_survive_sigkill() {
     while acked.lock().unwrap().len() < WANTED_DOCUMENTS && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let pid = server.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-KILL", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    server.child.wait().unwrap();
+    sigkill(&mut server);
     futures::future::join_all(writers).await;
     let acked = acked.lock().unwrap().clone();
     assert!(
@@ -532,8 +515,5 @@ async fn acknowledged_documents_survive_sigkill() {
         acked.len()
     );
 
-    let pid = server.child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let mut child = server.child;
-    child.wait().unwrap();
+    sigterm(server);
 }

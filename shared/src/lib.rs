@@ -27,6 +27,7 @@ mod group_commit;
 pub mod http;
 pub mod ids;
 pub mod keys;
+pub mod names;
 pub mod projects;
 pub mod quota;
 pub mod ratelimit;

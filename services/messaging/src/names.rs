@@ -1,6 +1,7 @@
 //! Topic names: a value that exists is valid.
 
 use plinth_shared::ApiError;
+use plinth_shared::names::name_problem;
 
 /// A topic name: 1 to 128 of ASCII letters, digits, `.`, `_` and `-`, as Kafka allows, minus
 /// the names `.` and `..`. Kafka topic names are built from the project and this name, so
@@ -16,17 +17,8 @@ impl TopicName {
     /// Returns `invalid_topic_name` saying which rule the name breaks.
     pub fn parse(name: &str) -> Result<TopicName, ApiError> {
         let invalid = |why: &str| ApiError::InvalidTopicName(format!("topic name `{name}`: {why}"));
-        if !(1..=128).contains(&name.len()) {
-            return Err(invalid("must be 1 to 128 characters"));
-        }
-        let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
-        if !name.bytes().all(allowed) {
-            return Err(invalid(
-                "only letters, digits, `.`, `_` and `-` are allowed",
-            ));
-        }
-        if name == "." || name == ".." {
-            return Err(invalid("must not be `.` or `..`"));
+        if let Some(problem) = name_problem(name) {
+            return Err(invalid(problem));
         }
         Ok(TopicName(name.to_owned()))
     }

@@ -164,6 +164,7 @@ pub async fn delete_documents(
     Json(body): Json<DeleteDocuments>,
 ) -> Result<Json<WriteResponse>, ApiError> {
     let row = authorized_index(&search, &caller, &index, Scope::SearchWrite).await?;
+    let engine = search.engine(&row).await?;
     let change = match (&body.filter, body.ids.is_empty()) {
         (Some(_), false) => {
             return Err(ApiError::InvalidField {
@@ -172,7 +173,6 @@ pub async fn delete_documents(
             });
         }
         (Some(filter), true) => {
-            let engine = search.engine(&row).await?;
             let query = filter_query(engine.schema(), filter, "filter")?;
             Change::DeleteMatching(query)
         }
@@ -198,7 +198,6 @@ pub async fn delete_documents(
             Change::Delete(ids)
         }
     };
-    let engine = search.engine(&row).await?;
     let applied = engine
         .write(change, params.wait)
         .await

@@ -1,9 +1,9 @@
 //! Index names: a value that exists is valid.
 
 use plinth_shared::ApiError;
+use plinth_shared::names::name_problem;
 
-/// An index name: 1 to 128 of ASCII letters, digits, `.`, `_` and `-` (the rules of topic
-/// names), minus `.` and `..`.
+/// An index name: the rule of [`plinth_shared::names`], as topics have it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct IndexName(String);
 
@@ -15,17 +15,8 @@ impl IndexName {
     /// Returns `invalid_index_name` saying which rule the name breaks.
     pub fn parse(name: &str) -> Result<IndexName, ApiError> {
         let invalid = |why: &str| ApiError::InvalidIndexName(format!("index name `{name}`: {why}"));
-        if !(1..=128).contains(&name.len()) {
-            return Err(invalid("must be 1 to 128 characters"));
-        }
-        let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
-        if !name.bytes().all(allowed) {
-            return Err(invalid(
-                "only letters, digits, `.`, `_` and `-` are allowed",
-            ));
-        }
-        if name == "." || name == ".." {
-            return Err(invalid("must not be `.` or `..`"));
+        if let Some(problem) = name_problem(name) {
+            return Err(invalid(problem));
         }
         Ok(IndexName(name.to_owned()))
     }

@@ -184,13 +184,7 @@ fn search_filters(
         )));
     }
     for (index, filter) in asked {
-        let named = index == ALL_INDEXES
-            || (!index.is_empty()
-                && index.len() <= 128
-                && index
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)));
-        if !named {
+        if index != ALL_INDEXES && crate::names::name_problem(index).is_some() {
             return Err(invalid(format!(
                 "`{index}` is not an index name or `{ALL_INDEXES}`"
             )));

@@ -7,6 +7,7 @@
 //! snippet can be put in a page as it is.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use levenshtein_automata::{DFA, Distance, LevenshteinAutomatonBuilder};
 use plinth_shared::ApiError;
@@ -20,6 +21,13 @@ use super::schema::Compiled;
 pub(crate) const SNIPPET_CHARS: std::ops::RangeInclusive<usize> = 20..=2000;
 /// How far a cut moves to fall between words, in characters.
 const WORD_SLACK: usize = 20;
+
+/// The builders of the typo automata (transpositions count as one typo, as in the fuzzy
+/// queries). Making one takes milliseconds for two typos, so each is made once.
+static ONE_TYPO: LazyLock<LevenshteinAutomatonBuilder> =
+    LazyLock::new(|| LevenshteinAutomatonBuilder::new(1, true));
+static TWO_TYPOS: LazyLock<LevenshteinAutomatonBuilder> =
+    LazyLock::new(|| LevenshteinAutomatonBuilder::new(2, true));
 
 /// A word a query seeks in a field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,7 +80,6 @@ impl Highlighter {
             parameter: "highlight",
             reason,
         };
-        let mut builders: [Option<LevenshteinAutomatonBuilder>; 2] = [None, None];
         let mut fields = Vec::with_capacity(names.len());
         for name in names {
             let info = schema
@@ -93,13 +100,8 @@ impl Highlighter {
                     word: s.word.clone(),
                     within: match s.typos {
                         0 => None,
-                        n => {
-                            let slot = usize::from(n.min(2)) - 1;
-                            let builder = builders[slot].get_or_insert_with(|| {
-                                LevenshteinAutomatonBuilder::new(n.min(2), true)
-                            });
-                            Some(builder.build_dfa(&s.word))
-                        }
+                        1 => Some(ONE_TYPO.build_dfa(&s.word)),
+                        _ => Some(TWO_TYPOS.build_dfa(&s.word)),
                     },
                     prefix: s.prefix,
                 })
