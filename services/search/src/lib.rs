@@ -34,7 +34,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::engine::schema::Compiled;
-use crate::engine::{Engine, EngineError, EngineOptions, WriterBudget};
+use crate::engine::{Engine, EngineError, EngineOptions, SearchThreads, WriterBudget};
 use crate::indexes::IndexRow;
 use crate::ledger::IndexLedger;
 
@@ -46,6 +46,7 @@ pub struct Search {
     /// The indexes open now, by id.
     engines: Arc<Mutex<HashMap<String, Open>>>,
     budget: Arc<WriterBudget>,
+    threads: SearchThreads,
 }
 
 /// An open index and when a request last took it.
@@ -74,10 +75,13 @@ impl Search {
         let dir = shared.config().search_dir();
         tokio::fs::create_dir_all(&dir).await?;
         sweep_orphans(&shared, &dir).await?;
+        let threads = SearchThreads::new(shared.config().search_query_threads)
+            .map_err(std::io::Error::other)?;
         let search = Search {
             budget: Arc::new(WriterBudget::new(
                 shared.config().search_writer_memory_bytes,
             )),
+            threads,
             shared,
             dir,
             engines: Arc::default(),
@@ -134,6 +138,7 @@ impl Search {
             refresh: config.search_refresh_interval,
             writer_idle: config.search_writer_idle,
             budget: Arc::clone(&self.budget),
+            threads: self.threads.clone(),
         };
         let ledger = Box::new(IndexLedger {
             shared: self.shared.clone(),

@@ -145,6 +145,10 @@ pub struct Config {
     /// The memory all index writers may buffer together (`PLINTH_SEARCH_WRITER_MEMORY_BYTES`);
     /// each open writer takes 32 MiB of it, and an index waits for a share before it writes.
     pub search_writer_memory_bytes: usize,
+    /// How many threads one search spreads an index's segments over
+    /// (`PLINTH_SEARCH_QUERY_THREADS`); the threads are shared by every search. Defaults to
+    /// the machine's cores, at most 8.
+    pub search_query_threads: usize,
     /// How long an index writer with nothing to write keeps its share of the writer memory
     /// (`PLINTH_SEARCH_WRITER_IDLE`).
     #[serde(with = "humantime_serde")]
@@ -225,6 +229,9 @@ impl Default for Config {
             search_idle_timeout: Duration::from_secs(5 * 60),
             search_max_open_indexes: 512,
             search_writer_memory_bytes: 512 * 1024 * 1024,
+            search_query_threads: std::thread::available_parallelism()
+                .map_or(1, std::num::NonZeroUsize::get)
+                .min(8),
             search_writer_idle: Duration::from_secs(2),
             admin_token: None,
             admin_token_file: None,
@@ -407,6 +414,12 @@ impl Config {
             return Err(ConfigError::Value {
                 key: "search_max_open_indexes",
                 reason: "must be at least 1".into(),
+            });
+        }
+        if !(1..=64).contains(&self.search_query_threads) {
+            return Err(ConfigError::Value {
+                key: "search_query_threads",
+                reason: "must be 1 to 64".into(),
             });
         }
         if self.search_writer_memory_bytes < SEARCH_WRITER_SHARE {

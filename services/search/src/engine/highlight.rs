@@ -2,14 +2,13 @@
 //! around the densest run of matches when it is longer than asked.
 //!
 //! A word of the text is marked when, analyzed as the index analyzes it, it is a word the
-//! query sought in that field: the same word, one within the typos its length allows, one
-//! the last word begins (search as you type), or a synonym. The text is HTML-escaped, so a
+//! query sought in that field: the same word, or one the query expanded it to (within its
+//! typos, begun by the last word, a synonym). The planned query lists those words, so a
+//! snippet marks exactly what the query could match. The text is HTML-escaped, so a
 //! snippet can be put in a page as it is.
 
-use std::collections::BTreeMap;
-use std::sync::LazyLock;
+use std::collections::{BTreeMap, BTreeSet};
 
-use levenshtein_automata::{DFA, Distance, LevenshteinAutomatonBuilder};
 use plinth_shared::ApiError;
 use plinth_types::search::{Analyzer, FieldType};
 use serde_json::{Map, Value};
@@ -22,44 +21,9 @@ pub(crate) const SNIPPET_CHARS: std::ops::RangeInclusive<usize> = 20..=2000;
 /// How far a cut moves to fall between words, in characters.
 const WORD_SLACK: usize = 20;
 
-/// The builders of the typo automata (transpositions count as one typo, as in the fuzzy
-/// queries). Making one takes milliseconds for two typos, so each is made once.
-static ONE_TYPO: LazyLock<LevenshteinAutomatonBuilder> =
-    LazyLock::new(|| LevenshteinAutomatonBuilder::new(1, true));
-static TWO_TYPOS: LazyLock<LevenshteinAutomatonBuilder> =
-    LazyLock::new(|| LevenshteinAutomatonBuilder::new(2, true));
-
-/// A word a query seeks in a field.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Sought {
-    pub(crate) word: String,
-    /// Typos a match may have.
-    pub(crate) typos: u8,
-    /// Whether words it begins match too.
-    pub(crate) prefix: bool,
-}
-
-/// A sought word, ready to test the words of a text.
-struct Matcher {
-    word: String,
-    within: Option<DFA>,
-    prefix: bool,
-}
-
-impl Matcher {
-    fn matches(&self, token: &str) -> bool {
-        token == self.word
-            || (self.prefix && token.starts_with(&self.word))
-            || self
-                .within
-                .as_ref()
-                .is_some_and(|dfa| matches!(dfa.eval(token), Distance::Exact(_)))
-    }
-}
-
 /// The fields to highlight, with the words sought in each.
 pub(crate) struct Highlighter {
-    fields: Vec<(String, Analyzer, Vec<Matcher>)>,
+    fields: Vec<(String, Analyzer, BTreeSet<String>)>,
     chars: usize,
 }
 
@@ -73,7 +37,7 @@ impl Highlighter {
     pub(crate) fn new(
         schema: &Compiled,
         names: &[String],
-        sought: &BTreeMap<String, Vec<Sought>>,
+        sought: &BTreeMap<String, BTreeSet<String>>,
         chars: usize,
     ) -> Result<Highlighter, ApiError> {
         let invalid = |reason: String| ApiError::InvalidFilter {
@@ -92,21 +56,8 @@ impl Highlighter {
             if fields.iter().any(|(seen, _, _)| seen == name) {
                 continue;
             }
-            let matchers = sought
-                .get(name)
-                .into_iter()
-                .flatten()
-                .map(|s| Matcher {
-                    word: s.word.clone(),
-                    within: match s.typos {
-                        0 => None,
-                        1 => Some(ONE_TYPO.build_dfa(&s.word)),
-                        _ => Some(TWO_TYPOS.build_dfa(&s.word)),
-                    },
-                    prefix: s.prefix,
-                })
-                .collect();
-            fields.push((name.clone(), info.analyzer, matchers));
+            let words = sought.get(name).cloned().unwrap_or_default();
+            fields.push((name.clone(), info.analyzer, words));
         }
         Ok(Highlighter { fields, chars })
     }
@@ -114,7 +65,7 @@ impl Highlighter {
     /// The snippets of a document's fields, by field; fields it lacks have none.
     pub(crate) fn snippets(&self, document: &Map<String, Value>) -> BTreeMap<String, String> {
         let mut snippets = BTreeMap::new();
-        for (name, which, matchers) in &self.fields {
+        for (name, which, words) in &self.fields {
             let texts: Vec<&str> = match document.get(name) {
                 Some(Value::String(text)) => vec![text],
                 Some(Value::Array(values)) => values.iter().filter_map(Value::as_str).collect(),
@@ -123,7 +74,7 @@ impl Highlighter {
             // Of several values, the one with the most matches.
             let best = texts
                 .into_iter()
-                .map(|text| (marks(text, *which, matchers), text))
+                .map(|text| (marks(text, *which, words), text))
                 .max_by(|(a, _), (b, _)| a.len().cmp(&b.len()).then(std::cmp::Ordering::Greater));
             if let Some((marks, text)) = best {
                 snippets.insert(name.clone(), snippet(text, &marks, self.chars));
@@ -134,16 +85,16 @@ impl Highlighter {
 }
 
 /// The byte ranges of the words of `text` that match, in order, overlaps joined.
-fn marks(text: &str, which: Analyzer, matchers: &[Matcher]) -> Vec<(usize, usize)> {
+fn marks(text: &str, which: Analyzer, words: &BTreeSet<String>) -> Vec<(usize, usize)> {
     let mut marks: Vec<(usize, usize)> = Vec::new();
-    if matchers.is_empty() {
+    if words.is_empty() {
         return marks;
     }
     let mut analyzer = analyzer(which);
     let mut stream = analyzer.token_stream(text);
     while stream.advance() {
         let token = stream.token();
-        if !matchers.iter().any(|m| m.matches(&token.text)) {
+        if !words.contains(&token.text) {
             continue;
         }
         let (from, to) = (token.offset_from, token.offset_to);
@@ -240,20 +191,14 @@ fn snippet(text: &str, marks: &[(usize, usize)], chars: usize) -> String {
 mod tests {
     use super::*;
 
-    fn matcher(word: &str, typos: u8, prefix: bool) -> Matcher {
-        Matcher {
-            word: word.into(),
-            within: (typos > 0)
-                .then(|| LevenshteinAutomatonBuilder::new(typos, true).build_dfa(word)),
-            prefix,
-        }
+    fn set(words: &[&str]) -> BTreeSet<String> {
+        words.iter().map(|w| (*w).to_owned()).collect()
     }
 
     #[test]
     fn matched_words_are_marked_and_the_rest_escaped() {
         let text = "Running <fast> shoes & a shoe-horn";
-        let matchers = [matcher("shoe", 0, false), matcher("run", 0, false)];
-        let marks = marks(text, Analyzer::English, &matchers);
+        let marks = marks(text, Analyzer::English, &set(&["shoe", "run"]));
         assert_eq!(
             snippet(text, &marks, 200),
             "<mark>Running</mark> &lt;fast&gt; <mark>shoes</mark> &amp; a <mark>shoe</mark>-horn"
@@ -261,19 +206,25 @@ mod tests {
     }
 
     #[test]
-    fn typos_and_prefixes_match_as_the_query_does() {
+    fn only_the_words_sought_are_marked() {
+        // The planner lists the words a typo or a prefix expanded to; others are not marked.
         let text = "the keyboard and the keystone";
-        let typo = [matcher("keybaord", 1, false)];
-        assert_eq!(marks(text, Analyzer::Default, &typo), [(4, 12)]);
-        let prefix = [matcher("key", 0, true)];
-        assert_eq!(marks(text, Analyzer::Default, &prefix).len(), 2);
+        assert_eq!(
+            marks(text, Analyzer::Default, &set(&["keyboard"])),
+            [(4, 12)]
+        );
+        assert_eq!(
+            marks(text, Analyzer::Default, &set(&["keyboard", "keystone"])).len(),
+            2
+        );
+        assert!(marks(text, Analyzer::Default, &set(&["key"])).is_empty());
     }
 
     #[test]
     fn long_text_is_cut_around_its_matches_between_words() {
         let filler = "lorem ipsum dolor sit amet ".repeat(20);
         let text = format!("{filler}the rare word is here {filler}");
-        let marks = marks(&text, Analyzer::Default, &[matcher("rare", 0, false)]);
+        let marks = marks(&text, Analyzer::Default, &set(&["rare"]));
         let cut = snippet(&text, &marks, 60);
         assert!(cut.starts_with('…') && cut.ends_with('…'), "{cut}");
         assert!(cut.contains("<mark>rare</mark>"), "{cut}");
@@ -298,8 +249,7 @@ mod tests {
     #[test]
     fn cjk_pairs_join_into_one_mark() {
         let text = "我爱北京天安门";
-        let matchers = [matcher("北京", 0, false), matcher("京天", 0, false)];
-        let marks = marks(text, Analyzer::Cjk, &matchers);
+        let marks = marks(text, Analyzer::Cjk, &set(&["北京", "京天"]));
         assert_eq!(snippet(text, &marks, 200), "我爱<mark>北京天</mark>安门");
     }
 }

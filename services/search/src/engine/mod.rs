@@ -4,7 +4,7 @@
 //! - [`analysis`]: the analyzers of text fields.
 //! - [`document`]: a JSON document checked against the schema.
 //! - [`filter`]: structured filters.
-//! - [`query`]: the query language.
+//! - [`query`]: the query language, with the typos and prefixes it [`expand`]s to.
 //! - [`search`]: a search run: query, filter, [`rank`] (order, pages, cursors), [`facets`]
 //!   and [`highlight`]s.
 //! - [`writer`]: the writer thread, its [`Ledger`] and the shared [`WriterBudget`].
@@ -17,6 +17,7 @@
 
 pub(crate) mod analysis;
 pub(crate) mod document;
+pub(crate) mod expand;
 pub(crate) mod facets;
 pub(crate) mod filter;
 pub(crate) mod highlight;
@@ -39,6 +40,7 @@ use tokio::sync::oneshot;
 
 use self::document::Prepared;
 use self::schema::Compiled;
+pub(crate) use self::search::SearchThreads;
 pub(crate) use self::writer::{EngineOptions, Ledger, WriterBudget};
 use self::writer::{MOST_PER_COMMIT, Write, WriterThread, dir_bytes, held_documents};
 
@@ -77,6 +79,7 @@ pub(crate) struct Engine {
     reader: IndexReader,
     dir: PathBuf,
     writes: mpsc::SyncSender<Write>,
+    threads: SearchThreads,
 }
 
 impl std::fmt::Debug for Engine {
@@ -123,6 +126,7 @@ impl Engine {
         let thread_reader = reader.clone();
         let thread_dir = dir.to_path_buf();
         let thread_schema = schema.clone();
+        let threads = options.threads.clone();
         std::thread::Builder::new()
             .name("plinth-index".into())
             .spawn(move || {
@@ -141,6 +145,7 @@ impl Engine {
             reader,
             dir: dir.to_path_buf(),
             writes,
+            threads,
         })
     }
 
@@ -237,5 +242,17 @@ pub(crate) enum SearchError {
 impl From<EngineError> for SearchError {
     fn from(err: EngineError) -> Self {
         SearchError::Engine(err)
+    }
+}
+
+impl From<tantivy::TantivyError> for SearchError {
+    fn from(err: tantivy::TantivyError) -> Self {
+        SearchError::Engine(EngineError::Tantivy(err))
+    }
+}
+
+impl From<plinth_shared::ApiError> for SearchError {
+    fn from(err: plinth_shared::ApiError) -> Self {
+        SearchError::Query(err)
     }
 }

@@ -8,20 +8,19 @@
 //! `one_typo_from` characters, two from `two_typos_from`) and, when it is the last word of
 //! the query, any word it begins. Typo and prefix matches score below exact ones.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use plinth_shared::ApiError;
 use plinth_types::search::{FieldType, IndexSettings};
-use tantivy::query::{
-    AllQuery, BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, PhraseQuery, Query, TermQuery,
-};
+use tantivy::query::{AllQuery, BooleanQuery, BoostQuery, Occur, PhraseQuery, Query, TermQuery};
 use tantivy::schema::IndexRecordOption;
-use tantivy::{DateTime, Term};
+use tantivy::{DateTime, Searcher, Term};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::SearchError;
 use super::analysis::{analyzer, words};
-use super::highlight::Sought;
+use super::expand::{Kind, Reach, expand};
 use super::schema::{Compiled, FieldInfo};
 
 /// Longest query, in characters.
@@ -155,51 +154,99 @@ fn parse(query: &str) -> Result<Vec<Clause>, ApiError> {
     Ok(clauses)
 }
 
+/// A query planned: what to run, and the words it seeks in each text field (for
+/// highlighting its hits: exactly the words it can match, expansions included).
+pub(crate) struct Plan {
+    pub(crate) query: Box<dyn Query>,
+    pub(crate) sought: BTreeMap<String, BTreeSet<String>>,
+    /// Whether the query is one union of terms scored by their frequencies, which tantivy
+    /// can prune (block-max WAND) when only the best hits are wanted. Other queries score
+    /// every match in any case, so they are best counted in the same pass.
+    pub(crate) prunable: bool,
+    /// The terms of the query when it is one union of terms (prunable or not): each alone,
+    /// so that a match's score can be summed in a fixed order.
+    pub(crate) terms: Option<Vec<Box<dyn Query>>>,
+}
+
 /// What turns clauses into a query for one index.
 pub(crate) struct Planner<'a> {
     pub(crate) schema: &'a Compiled,
     pub(crate) settings: &'a IndexSettings,
     /// Whether the last word also matches the words it begins.
     pub(crate) prefix: bool,
+    /// Whose term dictionaries typos and prefixes are looked up in.
+    pub(crate) searcher: &'a Searcher,
+}
+
+/// A clause's parts over one field, to be joined into one union.
+type Alternatives = Vec<(Occur, Box<dyn Query>)>;
+
+fn boosted(query: Box<dyn Query>, boost: f32) -> Box<dyn Query> {
+    if boost == 1.0 {
+        query
+    } else {
+        Box::new(BoostQuery::new(query, boost))
+    }
 }
 
 impl Planner<'_> {
-    /// Builds the query for a query string.
+    /// Plans a query string.
     ///
     /// # Errors
     ///
-    /// Returns `invalid_query` with the position of the mistake.
-    pub(crate) fn plan(&self, query: &str) -> Result<Box<dyn Query>, ApiError> {
+    /// Returns `invalid_query` with the position of the mistake, or tantivy's error reading
+    /// a term dictionary.
+    pub(crate) fn plan(&self, query: &str) -> Result<Plan, SearchError> {
         let clauses = parse(query)?;
         let last = clauses.len().saturating_sub(1);
         let mut parts: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let mut sought = BTreeMap::new();
+        let mut only_terms = true;
         for (n, clause) in clauses.iter().enumerate() {
-            let Some(query) = self.clause(clause, n == last)? else {
-                continue;
-            };
-            let query: Box<dyn Query> = if clause.boost == 1.0 {
-                query
-            } else {
-                Box::new(BoostQuery::new(query, clause.boost))
-            };
             let occur = match clause.sign {
                 Sign::Required => Occur::Must,
                 Sign::Excluded => Occur::MustNot,
+            };
+            // An excluded word is excluded as written: `-red` must not also drop `bed`.
+            let into = (occur == Occur::Must).then_some(&mut sought);
+            let Some(query) = self.clause(clause, n == last, into, &mut only_terms)? else {
+                continue;
             };
             parts.push((occur, query));
         }
         if parts.iter().all(|(occur, _)| *occur == Occur::MustNot) {
             parts.push((Occur::Must, Box::new(AllQuery)));
         }
-        if parts.len() == 1 && parts[0].0 == Occur::Must {
-            return Ok(parts.remove(0).1);
-        }
-        Ok(Box::new(BooleanQuery::new(parts)))
+        let prunable = only_terms && parts.len() == 1 && parts[0].0 == Occur::Must;
+        let query = if parts.len() == 1 && parts[0].0 == Occur::Must {
+            parts.remove(0).1
+        } else {
+            Box::new(BooleanQuery::new(parts))
+        };
+        let terms = prunable.then(|| match query.downcast_ref::<BooleanQuery>() {
+            Some(union) => union.clauses().iter().map(|(_, q)| q.box_clone()).collect(),
+            None => vec![query.box_clone()],
+        });
+        Ok(Plan {
+            query,
+            sought,
+            prunable,
+            terms,
+        })
     }
 
-    /// One clause over its field, or over the default fields; `None` when nothing of it is
-    /// left to search for (only stop words or punctuation).
-    fn clause(&self, clause: &Clause, last: bool) -> Result<Option<Box<dyn Query>>, ApiError> {
+    /// One clause over its field, or over the default fields, as one flat union of its
+    /// terms and phrases (so that a one-word query is a union of terms, which tantivy can
+    /// prune); `None` when nothing of it is left to search for (only stop words or
+    /// punctuation). Its words are added to `sought` when given; `only_terms` is cleared
+    /// when it holds anything but terms with frequencies.
+    fn clause(
+        &self,
+        clause: &Clause,
+        last: bool,
+        mut sought: Option<&mut BTreeMap<String, BTreeSet<String>>>,
+        only_terms: &mut bool,
+    ) -> Result<Option<Box<dyn Query>>, SearchError> {
         let targets: Vec<(&str, &FieldInfo)> = match &clause.field {
             Some(name) => {
                 let info = self.schema.fields.get(name).ok_or_else(|| {
@@ -209,7 +256,7 @@ impl Planner<'_> {
                     )
                 })?;
                 if !info.indexed {
-                    return Err(invalid(clause.position, format!("`{name}` is not indexed")));
+                    return Err(invalid(clause.position, format!("`{name}` is not indexed")).into());
                 }
                 vec![(name.as_str(), info)]
             }
@@ -218,7 +265,8 @@ impl Planner<'_> {
                     return Err(invalid(
                         clause.position,
                         "the index has no text field to search; name a field",
-                    ));
+                    )
+                    .into());
                 }
                 self.schema
                     .default_fields
@@ -227,14 +275,16 @@ impl Planner<'_> {
                     .collect()
             }
         };
-        let mut alternatives: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-        for (_, info) in targets {
-            let query = match info.field_type {
-                FieldType::Text => self.text(info, clause, last),
-                _ => Some(exact(info, clause)?),
-            };
-            if let Some(query) = query {
-                alternatives.push((Occur::Should, query));
+        let mut alternatives: Alternatives = Vec::new();
+        for (name, info) in targets {
+            if info.field_type == FieldType::Text {
+                let words = self.text(info, clause, last, &mut alternatives, only_terms)?;
+                if let Some(sought) = sought.as_deref_mut() {
+                    sought.entry(name.to_owned()).or_default().extend(words);
+                }
+            } else {
+                alternatives.push((Occur::Should, boosted(exact(info, clause)?, clause.boost)));
+                *only_terms = false;
             }
         }
         Ok(match alternatives.len() {
@@ -244,38 +294,69 @@ impl Planner<'_> {
         })
     }
 
-    /// A clause over one text field.
-    fn text(&self, info: &FieldInfo, clause: &Clause, last: bool) -> Option<Box<dyn Query>> {
+    /// A clause over one text field: its parts are added to `into`, and the words it
+    /// seeks are returned. A single word that is neither quoted nor excluded also matches
+    /// the words within its typos, and, when it is the `last`, those it begins.
+    fn text(
+        &self,
+        info: &FieldInfo,
+        clause: &Clause,
+        last: bool,
+        into: &mut Alternatives,
+        only_terms: &mut bool,
+    ) -> Result<Vec<String>, SearchError> {
         let mut analyzer = analyzer(info.analyzer);
         let found: Vec<(usize, String)> = words(&mut analyzer, &clause.text)
             .into_iter()
             .filter(|(_, w)| clause.phrase || !self.is_stop_word(w))
             .collect();
         let term = |word: &str| Term::from_field_text(info.field, word);
-        let written = match found.as_slice() {
-            [] => return None,
-            [(_, word)] => self.word(term(word), word, last && !clause.phrase),
-            several => phrase(info, several),
-        };
-        let synonyms = self.synonyms(clause);
-        if synonyms.is_empty() {
-            return Some(written);
-        }
-        let mut alternatives = vec![(Occur::Should, written)];
-        for synonym in synonyms {
-            let query = match words(&mut analyzer, synonym).as_slice() {
-                [] => continue,
-                [(_, word)] => {
-                    Box::new(TermQuery::new(term(word), IndexRecordOption::WithFreqs)) as _
+        let exact_term =
+            |word: &str| Box::new(TermQuery::new(term(word), IndexRecordOption::WithFreqs)) as _;
+        let mut sought: Vec<String> = Vec::new();
+        match found.as_slice() {
+            [] => return Ok(sought),
+            [(_, word)] => {
+                into.push((Occur::Should, boosted(exact_term(word), clause.boost)));
+                // A quoted word, and an excluded one, is meant as written.
+                let widen = !clause.phrase && clause.sign == Sign::Required;
+                let reach = Reach {
+                    typos: if widen { self.typos(word) } else { 0 },
+                    prefix: widen && last && self.prefix,
+                };
+                for expansion in expand(self.searcher, info.field, word, reach)? {
+                    let boost = match expansion.kind {
+                        Kind::Prefix => PREFIX_BOOST,
+                        Kind::Typos(_) => TYPO_BOOST,
+                    };
+                    into.push((
+                        Occur::Should,
+                        boosted(exact_term(&expansion.word), boost * clause.boost),
+                    ));
+                    sought.push(expansion.word);
                 }
-                several => phrase(info, several),
-            };
-            alternatives.push((
-                Occur::Should,
-                Box::new(BoostQuery::new(query, SYNONYM_BOOST)),
-            ));
+                sought.push(word.clone());
+            }
+            several => {
+                into.push((Occur::Should, boosted(phrase(info, several), clause.boost)));
+                *only_terms = false;
+                sought.extend(several.iter().map(|(_, w)| w.clone()));
+            }
         }
-        Some(Box::new(BooleanQuery::new(alternatives)))
+        for synonym in self.synonyms(clause) {
+            let words = words(&mut analyzer, synonym);
+            let query = match words.as_slice() {
+                [] => continue,
+                [(_, word)] => exact_term(word),
+                several => {
+                    *only_terms = false;
+                    phrase(info, several)
+                }
+            };
+            into.push((Occur::Should, boosted(query, SYNONYM_BOOST * clause.boost)));
+            sought.extend(words.into_iter().map(|(_, w)| w));
+        }
+        Ok(sought)
     }
 
     /// The synonyms of a clause: those of its word, or of its phrase, as the settings list
@@ -312,90 +393,11 @@ impl Planner<'_> {
         }
     }
 
-    /// The words a query seeks in each text field, for highlighting its hits.
-    ///
-    /// # Errors
-    ///
-    /// Returns `invalid_query` as [`Planner::plan`] does.
-    pub(crate) fn sought(&self, query: &str) -> Result<BTreeMap<String, Vec<Sought>>, ApiError> {
-        let clauses = parse(query)?;
-        let last = clauses.len().saturating_sub(1);
-        let mut sought: BTreeMap<String, Vec<Sought>> = BTreeMap::new();
-        for (n, clause) in clauses.iter().enumerate() {
-            if clause.sign == Sign::Excluded {
-                continue;
-            }
-            let targets: Vec<&String> = match &clause.field {
-                Some(name) => vec![name],
-                None => self.schema.default_fields.iter().collect(),
-            };
-            for name in targets {
-                let Some(info) = self.schema.fields.get(name) else {
-                    continue;
-                };
-                if info.field_type != FieldType::Text {
-                    continue;
-                }
-                let mut analyzer = analyzer(info.analyzer);
-                let found: Vec<String> = words(&mut analyzer, &clause.text)
-                    .into_iter()
-                    .map(|(_, w)| w)
-                    .filter(|w| clause.phrase || !self.is_stop_word(w))
-                    .collect();
-                let single = found.len() == 1 && !clause.phrase;
-                let into = sought.entry(name.clone()).or_default();
-                for word in found {
-                    into.push(Sought {
-                        typos: if single { self.typos(&word) } else { 0 },
-                        prefix: single && n == last && self.prefix,
-                        word,
-                    });
-                }
-                for synonym in self.synonyms(clause) {
-                    for (_, word) in words(&mut analyzer, synonym) {
-                        into.push(Sought {
-                            word,
-                            typos: 0,
-                            prefix: false,
-                        });
-                    }
-                }
-            }
-        }
-        Ok(sought)
-    }
-
     fn is_stop_word(&self, word: &str) -> bool {
         self.settings
             .stop_words
             .iter()
             .any(|s| s.eq_ignore_ascii_case(word))
-    }
-
-    /// One word: itself, with typos, and as a prefix when it is the last.
-    fn word(&self, term: Term, word: &str, last: bool) -> Box<dyn Query> {
-        let exact: Box<dyn Query> =
-            Box::new(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs));
-        let distance = self.typos(word);
-        let mut alternatives = vec![(Occur::Should, exact)];
-        if distance > 0 {
-            let fuzzy = FuzzyTermQuery::new(term.clone(), distance, true);
-            alternatives.push((
-                Occur::Should,
-                Box::new(BoostQuery::new(Box::new(fuzzy), TYPO_BOOST)),
-            ));
-        }
-        if last && self.prefix {
-            let prefix = FuzzyTermQuery::new_prefix(term, 0, true);
-            alternatives.push((
-                Occur::Should,
-                Box::new(BoostQuery::new(Box::new(prefix), PREFIX_BOOST)),
-            ));
-        }
-        if alternatives.len() == 1 {
-            return alternatives.remove(0).1;
-        }
-        Box::new(BooleanQuery::new(alternatives))
     }
 }
 

@@ -1,25 +1,71 @@
 //! The order of hits: by relevance or by sortable fields, ties broken by the document's id,
 //! and cursors that resume a listing after its last hit.
 //!
-//! One collector serves every order. Each segment keeps the best `offset + limit` of its
-//! matches (a buffer of twice that, cut back to the best when full, so a match that cannot
-//! make the page is turned away by comparing it with the worst one kept); the segments'
-//! best are then merged. A field with several values sorts by its least value ascending and
-//! its greatest descending; a document without the field sorts last either way.
+//! One collector serves every order. Each segment keeps the best `offset + limit + 1` of its
+//! matches (one past the page tells whether a next page exists) in a buffer of twice that,
+//! cut back to the best when full, so a match that cannot make the page is turned away by
+//! comparing it with the worst one kept; the segments' best are then merged. A field with
+//! several values sorts by its least value ascending and its greatest descending; a
+//! document without the field sorts last either way.
+//!
+//! When relevance comes first, the collector tells tantivy the least score that can still
+//! make the page, and tantivy skips whole blocks of documents that cannot reach it
+//! (block-max WAND); the hit count is then made by a separate pass that does not score.
+//!
+//! tantivy adds up a document's term scores in an order that depends on how it reached the
+//! document (which blocks it skipped), so the same document can score a last bit apart from
+//! one search to the next, and a cursor could then skip or repeat a hit. When the query is
+//! one union of terms, a [`Rescorer`] sums them again in one fixed order for every match
+//! that could make the page; tantivy's own sum only turns away those far below the worst
+//! kept. Other queries are never pruned, so tantivy reaches their matches the same way
+//! every time.
 
 use std::cmp::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use plinth_shared::ApiError;
 use plinth_types::search::FieldType;
 use serde::{Deserialize, Serialize};
+use tantivy::DocSet as _;
 use tantivy::collector::{Collector, SegmentCollector};
-use tantivy::columnar::{Column, StrColumn};
+use tantivy::columnar::{Column, StrColumn, TermOrdHit};
+use tantivy::query::{Scorer, Weight};
 use tantivy::{DateTime, DocAddress, DocId, Score, SegmentOrdinal, SegmentReader};
 
+#[cfg(doc)]
+use super::query::Plan;
 use super::schema::{Compiled, ID_FIELD};
+
+/// How far tantivy's sum of a document's term scores may be from the [`Rescorer`]'s, as a
+/// share of it: a few rounding errors of `f32` per term, with a wide margin.
+const SUM_ERROR: f32 = 1.0 / 65_536.0;
+
+/// The terms of a query that is one union of them, each scored alone, so that a document's
+/// score is their sum in the order the query lists them, added in `f64`: the same however
+/// tantivy reached the document.
+pub(crate) struct Rescorer {
+    terms: Vec<Box<dyn Scorer>>,
+}
+
+impl Rescorer {
+    /// The score of `doc`; documents must be asked for in increasing order.
+    fn score(&mut self, doc: DocId) -> Score {
+        let mut sum = 0.0_f64;
+        for term in &mut self.terms {
+            let at = if term.doc() < doc {
+                term.seek(doc)
+            } else {
+                term.doc()
+            };
+            if at == doc {
+                sum += f64::from(term.score());
+            }
+        }
+        sum as Score
+    }
+}
 
 /// Most keys one sort may have.
 const MAX_KEYS: usize = 8;
@@ -57,9 +103,34 @@ pub(crate) enum KeyValue {
     Bool(bool),
     /// Integers, and dates as nanoseconds since 1970.
     Int(i64),
-    /// Floats, and scores.
-    Float(f64),
+    /// Floats, and scores; a cursor holds their bits, which JSON's decimals may not.
+    Float(#[serde(with = "float_bits")] f64),
     Text(String),
+    /// A keyword's place in one segment's dictionary, while that segment is collected.
+    #[serde(skip)]
+    Place(u64),
+}
+
+/// A float written as `{"f": bits}`: a cursor must give back the very value it was made
+/// with, or it would skip or repeat the hit it stands at.
+mod float_bits {
+    use serde::ser::SerializeMap as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(value: &f64, into: S) -> Result<S::Ok, S::Error> {
+        let mut map = into.serialize_map(Some(1))?;
+        map.serialize_entry("f", &value.to_bits())?;
+        map.end()
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Bits {
+            f: u64,
+        }
+        Ok(f64::from_bits(Bits::deserialize(from)?.f))
+    }
 }
 
 fn invalid(reason: impl Into<String>) -> ApiError {
@@ -164,6 +235,7 @@ impl Sort {
                     (KeyValue::Int(a), KeyValue::Int(b)) => a.cmp(b),
                     (KeyValue::Float(a), KeyValue::Float(b)) => a.total_cmp(b),
                     (KeyValue::Text(a), KeyValue::Text(b)) => a.cmp(b),
+                    (KeyValue::Place(a), KeyValue::Place(b)) => a.cmp(b),
                     // A checked cursor holds values of the keys' own types.
                     _ => Ordering::Equal,
                 };
@@ -177,7 +249,15 @@ impl Sort {
     }
 
     fn compare_hits(&self, a: &RankedHit, b: &RankedHit) -> Ordering {
-        self.compare(&a.keys, &b.keys).then_with(|| a.id.cmp(&b.id))
+        self.compare(&a.keys, &b.keys)
+            .then_with(|| a.id.compare(&b.id))
+    }
+
+    /// Whether the best come first by score, so that tantivy can skip what scores too low.
+    fn best_scores_first(&self) -> bool {
+        self.keys
+            .first()
+            .is_some_and(|k| k.target == Target::Score && k.descending)
     }
 }
 
@@ -199,7 +279,7 @@ impl Cursor {
         let cursor = Cursor {
             sort: sort.spelled.clone(),
             keys: hit.keys.clone(),
-            id: hit.id.clone(),
+            id: hit.id.word().to_owned(),
         };
         let json = serde_json::to_vec(&cursor).unwrap_or_default();
         URL_SAFE_NO_PAD.encode(json)
@@ -244,19 +324,62 @@ impl Cursor {
 #[derive(Clone, Debug)]
 pub(crate) struct RankedHit {
     pub(crate) keys: Vec<KeyValue>,
-    pub(crate) id: String,
+    pub(crate) id: HitId,
     pub(crate) score: Score,
     pub(crate) address: DocAddress,
 }
 
-/// A page of hits in order, with the counts around it.
+/// A hit's id, read from its segment's dictionary only when it is needed: to break a tie
+/// with a hit of another segment, or to make a cursor. (Reading one decompresses a block.)
+#[derive(Clone)]
+pub(crate) struct HitId {
+    /// The segment's ids and this one's place among them; none for an id already known.
+    column: Option<(SegmentOrdinal, StrColumn)>,
+    place: u64,
+    word: OnceLock<String>,
+}
+
+impl HitId {
+    /// An id known as a word.
+    #[cfg(test)]
+    pub(crate) fn known(word: &str) -> HitId {
+        HitId {
+            column: None,
+            place: 0,
+            word: OnceLock::from(word.to_owned()),
+        }
+    }
+
+    pub(crate) fn word(&self) -> &str {
+        self.word.get_or_init(|| match &self.column {
+            Some((_, column)) => word_at(column, self.place),
+            None => String::new(),
+        })
+    }
+
+    fn compare(&self, other: &HitId) -> Ordering {
+        match (&self.column, &other.column) {
+            // Places in one dictionary compare as its words do.
+            (Some((a, _)), Some((b, _))) if a == b => self.place.cmp(&other.place),
+            _ => self.word().cmp(other.word()),
+        }
+    }
+}
+
+impl std::fmt::Debug for HitId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("HitId").field(&self.word.get()).finish()
+    }
+}
+
+/// A page of hits in order.
 #[derive(Debug)]
 pub(crate) struct Ranked {
     pub(crate) hits: Vec<RankedHit>,
-    /// Every match.
-    pub(crate) total: u64,
-    /// The matches after the cursor (all of them without one).
-    pub(crate) after_cursor: u64,
+    /// Whether a hit follows the page.
+    pub(crate) more: bool,
+    /// Every match, when every match was seen (not when tantivy skipped blocks).
+    pub(crate) total: Option<u64>,
 }
 
 /// Collects a page of hits in a sort's order.
@@ -265,6 +388,10 @@ pub(crate) struct Ranking {
     after: Option<Arc<Cursor>>,
     offset: usize,
     limit: usize,
+    /// Whether to let tantivy skip what scores too low (see [`Plan::prunable`]).
+    prune: bool,
+    /// The terms of a query that is one union of them, for the [`Rescorer`].
+    terms: Option<Arc<Vec<Box<dyn Weight>>>>,
 }
 
 impl Ranking {
@@ -272,12 +399,16 @@ impl Ranking {
         sort: Arc<Sort>,
         after: Option<Cursor>,
         (limit, offset): (usize, usize),
+        prune: bool,
+        terms: Option<Vec<Box<dyn Weight>>>,
     ) -> Ranking {
         Ranking {
             sort,
             after: after.map(Arc::new),
             offset,
             limit,
+            prune,
+            terms: terms.map(Arc::new),
         }
     }
 }
@@ -302,6 +433,30 @@ fn pick<T: PartialOrd>(values: impl Iterator<Item = T>, descending: bool) -> Opt
     })
 }
 
+/// A keyword's place in a segment's dictionary: `2 * ord + 1` for the word of `ord`, so that
+/// a word the dictionary lacks can sit between two (at an even place).
+fn place_of_ord(ord: u64) -> u64 {
+    2 * ord + 1
+}
+
+/// The place of any word in a segment's dictionary, held or not.
+fn place_of_word(column: &StrColumn, word: &str) -> std::io::Result<u64> {
+    let dictionary = column.dictionary();
+    let end = dictionary.num_terms() as u64;
+    Ok(match dictionary.term_ord_or_next(word.as_bytes())? {
+        TermOrdHit::Exact(ord) => place_of_ord(ord),
+        // Past the last word, the next is reported as `u64::MAX`.
+        TermOrdHit::Next(ord) => 2 * ord.min(end),
+    })
+}
+
+/// The word at a place a document's value took.
+fn word_at(column: &StrColumn, place: u64) -> String {
+    let mut word = String::new();
+    let _ = column.ord_to_str(place / 2, &mut word);
+    word
+}
+
 impl KeyColumn {
     fn open(reader: &SegmentReader, key: &Key) -> tantivy::Result<KeyColumn> {
         let Target::Field { name, field_type } = &key.target else {
@@ -318,6 +473,7 @@ impl KeyColumn {
         Ok(column.unwrap_or(KeyColumn::Absent))
     }
 
+    /// A document's value; a keyword's is its [`KeyValue::Place`] in this segment.
     fn value(&self, doc: DocId, score: Score, descending: bool) -> KeyValue {
         let found = match self {
             KeyColumn::Score => Some(KeyValue::Float(f64::from(score))),
@@ -326,42 +482,71 @@ impl KeyColumn {
             KeyColumn::Float(c) => pick(c.values_for_doc(doc), descending).map(KeyValue::Float),
             KeyColumn::Date(c) => pick(c.values_for_doc(doc), descending)
                 .map(|at| KeyValue::Int(at.into_timestamp_nanos())),
-            KeyColumn::Text(c) => pick(c.term_ords(doc), descending).and_then(|ord| {
-                let mut text = String::new();
-                c.ord_to_str(ord, &mut text).ok()?;
-                Some(KeyValue::Text(text))
-            }),
+            KeyColumn::Text(c) => {
+                pick(c.term_ords(doc), descending).map(|ord| KeyValue::Place(place_of_ord(ord)))
+            }
             KeyColumn::Absent => None,
         };
         found.unwrap_or(KeyValue::Missing)
     }
+
+    /// A value of the cursor as this segment compares it.
+    fn localize(&self, value: &KeyValue) -> std::io::Result<KeyValue> {
+        Ok(match (self, value) {
+            (KeyColumn::Text(column), KeyValue::Text(word)) => {
+                KeyValue::Place(place_of_word(column, word)?)
+            }
+            // No document has a keyword; any word is after them all, or before.
+            (KeyColumn::Absent, KeyValue::Text(_)) => KeyValue::Place(0),
+            (_, value) => value.clone(),
+        })
+    }
+
+    /// A kept value as every segment compares it.
+    fn globalize(&self, value: KeyValue) -> KeyValue {
+        match (self, value) {
+            (KeyColumn::Text(column), KeyValue::Place(place)) => {
+                KeyValue::Text(word_at(column, place))
+            }
+            (_, value) => value,
+        }
+    }
+}
+
+/// A hit of one segment: keywords and the id by their places in its dictionaries, which
+/// compare as the words do and cost no decompression to read.
+#[derive(Clone, Debug)]
+struct LocalHit {
+    keys: Vec<KeyValue>,
+    id: u64,
+    score: Score,
+    doc: DocId,
 }
 
 /// One segment's part of a [`Ranking`].
 pub(crate) struct SegmentRanking {
     sort: Arc<Sort>,
-    after: Option<Arc<Cursor>>,
+    /// The cursor's keys and id as this segment compares them.
+    after: Option<(Vec<KeyValue>, u64)>,
     segment: SegmentOrdinal,
     columns: Vec<KeyColumn>,
     ids: Option<StrColumn>,
     /// How many of the best to keep.
     keep: usize,
-    kept: Vec<RankedHit>,
+    kept: Vec<LocalHit>,
     /// The worst hit kept once the buffer was last cut back; nothing worse can make it.
-    worst: Option<RankedHit>,
+    worst: Option<LocalHit>,
     total: u64,
-    after_cursor: u64,
+    /// Sums a match's terms again when the query is a union of terms and its score is a key.
+    rescorer: Option<Rescorer>,
 }
 
 impl SegmentRanking {
-    fn id(&self, doc: DocId) -> String {
-        let mut id = String::new();
-        if let Some(ids) = &self.ids
-            && let Some(ord) = ids.term_ords(doc).next()
-        {
-            let _ = ids.ord_to_str(ord, &mut id);
-        }
-        id
+    fn id(&self, doc: DocId) -> u64 {
+        self.ids
+            .as_ref()
+            .and_then(|ids| ids.term_ords(doc).next())
+            .map_or(0, place_of_ord)
     }
 
     /// Every key of a document, the first already read.
@@ -374,13 +559,77 @@ impl SegmentRanking {
         keys
     }
 
+    fn compare(&self, a: &LocalHit, b: &LocalHit) -> Ordering {
+        self.sort.compare(&a.keys, &b.keys).then(a.id.cmp(&b.id))
+    }
+
     /// Keeps the best `keep` hits, best first.
     fn cut_back(&mut self) {
-        let sort = &self.sort;
-        self.kept.sort_unstable_by(|a, b| sort.compare_hits(a, b));
-        self.kept.truncate(self.keep);
-        if self.kept.len() == self.keep {
-            self.worst = self.kept.last().cloned();
+        let mut kept = std::mem::take(&mut self.kept);
+        kept.sort_unstable_by(|a, b| self.compare(a, b));
+        kept.truncate(self.keep);
+        if kept.len() == self.keep {
+            self.worst = kept.last().cloned();
+        }
+        self.kept = kept;
+    }
+
+    /// The score a match must pass to be worth scoring, when the best scores come first:
+    /// just under the worst kept, so that its ties still come through to be broken by id.
+    fn floor(&self) -> Score {
+        match self.worst.as_ref().map(|w| &w.keys[0]) {
+            Some(KeyValue::Float(worst)) => {
+                let worst = *worst as Score;
+                if self.rescorer.is_some() {
+                    (worst - worst * SUM_ERROR).next_down()
+                } else {
+                    worst.next_down()
+                }
+            }
+            _ => Score::NEG_INFINITY,
+        }
+    }
+
+    /// The score to rank a match by: tantivy's, or the [`Rescorer`]'s sum when there is
+    /// one; `None` when tantivy's already shows that, best first, the match is before the
+    /// cursor or after the worst kept.
+    fn score(&mut self, doc: DocId, score: Score) -> Option<Score> {
+        let rescorer = self.rescorer.as_mut()?;
+        if self.sort.best_scores_first() {
+            let margin = score * SUM_ERROR;
+            if let Some(KeyValue::Float(after)) = self.after.as_ref().map(|(keys, _)| &keys[0])
+                && f64::from(score - margin) > *after
+            {
+                return None;
+            }
+            if let Some(KeyValue::Float(worst)) = self.worst.as_ref().map(|w| &w.keys[0])
+                && f64::from(score + margin) < *worst
+            {
+                return None;
+            }
+        }
+        Some(rescorer.score(doc))
+    }
+
+    /// Whether a document comes after `than` (keys and id), reading no more of it than
+    /// that takes; what it did read is left in `keys` and `id`.
+    fn after(
+        &self,
+        than: (&[KeyValue], u64),
+        (doc, score, first): (DocId, Score, &KeyValue),
+        keys: &mut Option<Vec<KeyValue>>,
+        id: &mut Option<u64>,
+    ) -> bool {
+        match self.sort.compare_key(0, first, &than.0[0]) {
+            Ordering::Less => return false,
+            Ordering::Greater => return true,
+            Ordering::Equal => {}
+        }
+        let all = keys.get_or_insert_with(|| self.keys(doc, score, first));
+        match self.sort.compare(all, than.0) {
+            Ordering::Less => false,
+            Ordering::Greater => true,
+            Ordering::Equal => *id.get_or_insert_with(|| self.id(doc)) > than.1,
         }
     }
 }
@@ -394,24 +643,81 @@ impl Collector for Ranking {
         segment: SegmentOrdinal,
         reader: &SegmentReader,
     ) -> tantivy::Result<SegmentRanking> {
-        let columns = self
+        let columns: Vec<KeyColumn> = self
             .sort
             .keys
             .iter()
             .map(|key| KeyColumn::open(reader, key))
             .collect::<tantivy::Result<_>>()?;
+        let ids = reader.fast_fields().str(ID_FIELD)?;
+        let by_score = self.sort.keys.iter().any(|k| k.target == Target::Score);
+        let rescorer = match &self.terms {
+            Some(terms) if by_score => Some(Rescorer {
+                terms: terms
+                    .iter()
+                    .map(|term| term.scorer(reader, 1.0))
+                    .collect::<tantivy::Result<_>>()?,
+            }),
+            _ => None,
+        };
+        let after = match &self.after {
+            Some(cursor) => {
+                let keys = columns
+                    .iter()
+                    .zip(&cursor.keys)
+                    .map(|(column, value)| column.localize(value))
+                    .collect::<std::io::Result<Vec<_>>>()?;
+                let id = match &ids {
+                    Some(ids) => place_of_word(ids, &cursor.id)?,
+                    None => 0,
+                };
+                Some((keys, id))
+            }
+            None => None,
+        };
         Ok(SegmentRanking {
             sort: Arc::clone(&self.sort),
-            after: self.after.clone(),
+            after,
             segment,
             columns,
-            ids: reader.fast_fields().str(ID_FIELD)?,
-            keep: self.offset + self.limit,
+            ids,
+            keep: if self.limit == 0 {
+                0
+            } else {
+                self.offset + self.limit + 1
+            },
             kept: Vec::new(),
             worst: None,
             total: 0,
-            after_cursor: 0,
+            rescorer,
         })
+    }
+
+    fn collect_segment(
+        &self,
+        weight: &dyn Weight,
+        segment: SegmentOrdinal,
+        reader: &SegmentReader,
+    ) -> tantivy::Result<Ranked> {
+        let mut child = self.for_segment(segment, reader)?;
+        let alive = reader.alive_bitset();
+        if self.prune && self.sort.best_scores_first() && child.keep > 0 {
+            weight.for_each_pruning(Score::NEG_INFINITY, reader, &mut |doc, score| {
+                if alive.is_none_or(|a| a.is_alive(doc)) {
+                    child.collect(doc, score);
+                }
+                child.floor()
+            })?;
+            let mut ranked = child.harvest();
+            ranked.total = None;
+            return Ok(ranked);
+        }
+        weight.for_each(reader, &mut |doc, score| {
+            if alive.is_none_or(|a| a.is_alive(doc)) {
+                child.collect(doc, score);
+            }
+        })?;
+        Ok(child.harvest())
     }
 
     fn requires_scoring(&self) -> bool {
@@ -420,25 +726,47 @@ impl Collector for Ranking {
     }
 
     fn merge_fruits(&self, segments: Vec<Ranked>) -> tantivy::Result<Ranked> {
-        let mut total = 0;
-        let mut after_cursor = 0;
-        let mut hits = Vec::new();
+        let mut total = Some(0);
+        let mut lists = Vec::with_capacity(segments.len());
         for segment in segments {
-            total += segment.total;
-            after_cursor += segment.after_cursor;
-            hits.extend(segment.hits);
+            total = total.zip(segment.total).map(|(a, b)| a + b);
+            if !segment.hits.is_empty() {
+                let mut hits = segment.hits;
+                // Reversed, so that the next is the last.
+                hits.reverse();
+                lists.push(hits);
+            }
         }
-        hits.sort_unstable_by(|a, b| self.sort.compare_hits(a, b));
+        // Each segment's hits are in order: merging their heads compares (and so reads)
+        // the ids of only the hits that tie at the front.
+        let want = self.offset + self.limit + 1;
+        let mut hits = Vec::with_capacity(want.min(1024));
+        while hits.len() < want {
+            let mut best: Option<usize> = None;
+            for n in 0..lists.len() {
+                let better = match (best, lists[n].last()) {
+                    (_, None) => false,
+                    (None, Some(_)) => true,
+                    (Some(b), Some(hit)) => lists[b]
+                        .last()
+                        .is_some_and(|held| self.sort.compare_hits(hit, held) == Ordering::Less),
+                };
+                if better {
+                    best = Some(n);
+                }
+            }
+            match best.and_then(|b| lists[b].pop()) {
+                Some(hit) => hits.push(hit),
+                None => break,
+            }
+        }
+        let more = hits.len() > self.offset + self.limit;
         let hits = hits
             .into_iter()
             .skip(self.offset)
             .take(self.limit)
             .collect();
-        Ok(Ranked {
-            hits,
-            total,
-            after_cursor,
-        })
+        Ok(Ranked { hits, more, total })
     }
 }
 
@@ -447,64 +775,49 @@ impl SegmentCollector for SegmentRanking {
 
     fn collect(&mut self, doc: DocId, score: Score) {
         self.total += 1;
-        // Most matches are settled by the first key alone (before the cursor, or worse than
-        // the worst kept); the other keys and the id are read only for those it ties.
-        let first = self.columns[0].value(doc, score, self.sort.keys[0].descending);
-        let mut keys: Option<Vec<KeyValue>> = None;
-        let mut id = None;
-        if let Some(after) = &self.after {
-            match self.sort.compare_key(0, &first, &after.keys[0]) {
-                Ordering::Less => return,
-                Ordering::Greater => {}
-                Ordering::Equal => {
-                    let all = self.keys(doc, score, &first);
-                    match self.sort.compare(&all, &after.keys) {
-                        Ordering::Less => return,
-                        Ordering::Greater => {}
-                        Ordering::Equal => {
-                            let mine = self.id(doc);
-                            if mine <= after.id {
-                                return;
-                            }
-                            id = Some(mine);
-                        }
-                    }
-                    keys = Some(all);
-                }
-            }
-        }
-        self.after_cursor += 1;
         if self.keep == 0 {
             return;
         }
-        if let Some(worst) = &self.worst {
-            match self.sort.compare_key(0, &first, &worst.keys[0]) {
-                Ordering::Greater => return,
-                Ordering::Less => {}
-                Ordering::Equal => {
-                    let all = keys.take().unwrap_or_else(|| self.keys(doc, score, &first));
-                    match self.sort.compare(&all, &worst.keys) {
-                        Ordering::Greater => return,
-                        Ordering::Less => {}
-                        Ordering::Equal => {
-                            let mine = id.take().unwrap_or_else(|| self.id(doc));
-                            if mine >= worst.id {
-                                return;
-                            }
-                            id = Some(mine);
-                        }
-                    }
-                    keys = Some(all);
-                }
+        let score = if self.rescorer.is_some() {
+            match self.score(doc, score) {
+                Some(score) => score,
+                None => return,
             }
+        } else {
+            score
+        };
+        // Most matches are settled by the first key alone (before the cursor, or worse than
+        // the worst kept); the other keys and the id are read only for those it ties.
+        let first = self.columns[0].value(doc, score, self.sort.keys[0].descending);
+        let mut keys = None;
+        let mut id = None;
+        if let Some((after_keys, after_id)) = &self.after
+            && !self.after(
+                (after_keys, *after_id),
+                (doc, score, &first),
+                &mut keys,
+                &mut id,
+            )
+        {
+            return;
+        }
+        if let Some(worst) = &self.worst
+            && self.after(
+                (&worst.keys, worst.id),
+                (doc, score, &first),
+                &mut keys,
+                &mut id,
+            )
+        {
+            return;
         }
         let keys = keys.unwrap_or_else(|| self.keys(doc, score, &first));
         let id = id.unwrap_or_else(|| self.id(doc));
-        self.kept.push(RankedHit {
+        self.kept.push(LocalHit {
             keys,
             id,
             score,
-            address: DocAddress::new(self.segment, doc),
+            doc,
         });
         if self.kept.len() >= self.keep.saturating_mul(2).max(64) {
             self.cut_back();
@@ -513,10 +826,28 @@ impl SegmentCollector for SegmentRanking {
 
     fn harvest(mut self) -> Ranked {
         self.cut_back();
+        let hits = std::mem::take(&mut self.kept)
+            .into_iter()
+            .map(|hit| RankedHit {
+                keys: hit
+                    .keys
+                    .into_iter()
+                    .zip(&self.columns)
+                    .map(|(value, column)| column.globalize(value))
+                    .collect(),
+                id: HitId {
+                    column: self.ids.clone().map(|ids| (self.segment, ids)),
+                    place: hit.id,
+                    word: OnceLock::new(),
+                },
+                score: hit.score,
+                address: DocAddress::new(self.segment, hit.doc),
+            })
+            .collect();
         Ranked {
-            hits: self.kept,
-            total: self.total,
-            after_cursor: self.after_cursor,
+            hits,
+            more: false,
+            total: Some(self.total),
         }
     }
 }
@@ -528,7 +859,7 @@ mod tests {
     fn hit(keys: Vec<KeyValue>, id: &str) -> RankedHit {
         RankedHit {
             keys,
-            id: id.into(),
+            id: HitId::known(id),
             score: 0.0,
             address: DocAddress::new(0, 0),
         }
@@ -561,7 +892,7 @@ mod tests {
                 hit(vec![KeyValue::Int(1)], "c"),
             ];
             hits.sort_by(|a, b| s.compare_hits(a, b));
-            let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+            let ids: Vec<&str> = hits.iter().map(|h| h.id.word()).collect();
             let expected = if descending {
                 ["b", "c", "d", "a"]
             } else {
@@ -591,6 +922,13 @@ mod tests {
             Cursor::parse(&s, "not a cursor"),
             Err(ApiError::InvalidCursor)
         ));
+        // A float comes back bit for bit, even one whose shortest decimal parses back wrong
+        // by a naive reader.
+        for value in [2.0642948150634766_f64, 0.1 + 0.2, f64::MIN_POSITIVE, 1e300] {
+            let written = Cursor::after(&s, &hit(vec![KeyValue::Float(value)], "x"));
+            let cursor = Cursor::parse(&s, &written).unwrap();
+            assert_eq!(cursor.keys[0], KeyValue::Float(value));
+        }
         let ints = sort(&[(FieldType::Integer, true)]);
         let wrong_type = Cursor::after(&ints, &hit(vec![KeyValue::Text("a".into())], "x"));
         assert!(matches!(

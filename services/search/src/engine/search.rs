@@ -6,7 +6,8 @@ use std::sync::Arc;
 use plinth_types::search::{FacetCount, Hit, IndexSettings, SearchRequest};
 use serde_json::Value;
 use tantivy::TantivyDocument;
-use tantivy::query::{BooleanQuery, ConstScoreQuery, Occur, Query};
+use tantivy::collector::Count;
+use tantivy::query::{BooleanQuery, ConstScoreQuery, EnableScoring, Occur};
 
 use super::facets::Facets;
 use super::filter::filter_query;
@@ -19,6 +20,31 @@ use super::{Engine, EngineError, SearchError};
 pub(crate) const DEFAULT_LIMIT: usize = 20;
 pub(crate) const DEFAULT_FACET_LIMIT: usize = 10;
 pub(crate) const DEFAULT_SNIPPET_CHARS: usize = 200;
+
+/// The threads searches spread an index's segments over, shared by all indexes.
+#[derive(Clone)]
+pub(crate) struct SearchThreads(tantivy::Executor);
+
+impl SearchThreads {
+    /// `threads` threads; one searches in the caller's thread.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error when the threads cannot be started.
+    pub(crate) fn new(threads: usize) -> tantivy::Result<SearchThreads> {
+        Ok(SearchThreads(if threads <= 1 {
+            tantivy::Executor::single_thread()
+        } else {
+            tantivy::Executor::multi_thread(threads, "plinth-search-")?
+        }))
+    }
+}
+
+impl std::fmt::Debug for SearchThreads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SearchThreads")
+    }
+}
 
 /// What a search found.
 #[derive(Debug)]
@@ -44,12 +70,17 @@ impl Engine {
         request: &SearchRequest,
         forced: Option<&Value>,
     ) -> Result<Found, SearchError> {
+        let searcher = self.reader.searcher();
         let planner = Planner {
             schema: &self.schema,
             settings,
             prefix: request.prefix.unwrap_or(true),
+            searcher: &searcher,
         };
-        let mut query: Box<dyn Query> = planner.plan(&request.q).map_err(SearchError::Query)?;
+        let plan = planner.plan(&request.q)?;
+        let mut query = plan.query;
+        // A filter joins the query in an intersection that tantivy does not prune.
+        let query_is_plan = request.filter.is_none() && forced.is_none();
         let filters = request
             .filter
             .iter()
@@ -77,24 +108,47 @@ impl Engine {
         let highlighter = if request.highlight.is_empty() {
             None
         } else {
-            let sought = planner.sought(&request.q).map_err(SearchError::Query)?;
             let chars = request.snippet_chars.unwrap_or(DEFAULT_SNIPPET_CHARS);
             Some(
-                Highlighter::new(&self.schema, &request.highlight, &sought, chars)
+                Highlighter::new(&self.schema, &request.highlight, &plan.sought, chars)
                     .map_err(SearchError::Query)?,
             )
         };
         let limit = request.limit.unwrap_or(DEFAULT_LIMIT);
         let offset = request.offset.unwrap_or(0);
 
-        let searcher = self.reader.searcher();
-        let collectors = (
-            Ranking::new(Arc::clone(&sort), after, (limit, offset)),
-            facets,
-        );
-        let (ranked, counts) = searcher
-            .search(&query, &collectors)
-            .map_err(EngineError::from)?;
+        // Facets need every match, and so does a query tantivy cannot prune: the ranking
+        // counts them as it goes. Otherwise it skips what cannot make the page, and the
+        // matches are counted apart, unscored.
+        let prune = plan.prunable && query_is_plan && facets.is_empty();
+        let scoring = EnableScoring::enabled_from_searcher(&searcher);
+        let terms = match &plan.terms {
+            Some(terms) => Some(
+                terms
+                    .iter()
+                    .map(|term| term.weight(scoring))
+                    .collect::<tantivy::Result<Vec<_>>>()?,
+            ),
+            None => None,
+        };
+        let ranking = Ranking::new(Arc::clone(&sort), after, (limit, offset), prune, terms);
+        let executor = &self.threads.0;
+        let (ranked, facets) = if facets.is_empty() {
+            let ranked = searcher.search_with_executor(&query, &ranking, executor, scoring)?;
+            (ranked, BTreeMap::new())
+        } else {
+            let both = (ranking, facets);
+            let (ranked, counts) =
+                searcher.search_with_executor(&query, &both, executor, scoring)?;
+            (ranked, both.1.answer(counts))
+        };
+        let total = match ranked.total {
+            Some(total) => total,
+            None => {
+                let unscored = EnableScoring::disabled_from_searcher(&searcher);
+                searcher.search_with_executor(&query, &Count, executor, unscored)? as u64
+            }
+        };
         let mut hits = Vec::with_capacity(ranked.hits.len());
         for hit in &ranked.hits {
             let document: TantivyDocument = searcher.doc(hit.address).map_err(EngineError::from)?;
@@ -114,19 +168,14 @@ impl Engine {
                 highlights,
             });
         }
-        let shown = offset as u64 + ranked.hits.len() as u64;
         let next = match ranked.hits.last() {
-            Some(last) if ranked.after_cursor > shown => Some(Cursor::after(&sort, last)),
+            Some(last) if ranked.more => Some(Cursor::after(&sort, last)),
             _ => None,
         };
         Ok(Found {
             hits,
-            total: ranked.total,
-            facets: if collectors.1.is_empty() {
-                BTreeMap::new()
-            } else {
-                collectors.1.answer(counts)
-            },
+            total,
+            facets,
             next,
         })
     }

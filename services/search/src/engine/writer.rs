@@ -72,6 +72,8 @@ pub(crate) struct EngineOptions {
     /// How long a writer with nothing to do keeps its share.
     pub(crate) writer_idle: Duration,
     pub(crate) budget: std::sync::Arc<WriterBudget>,
+    /// The threads searches spread the index's segments over.
+    pub(crate) threads: super::search::SearchThreads,
 }
 /// Most writes one commit takes.
 pub(super) const MOST_PER_COMMIT: usize = 256;

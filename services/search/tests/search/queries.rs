@@ -295,10 +295,201 @@ async fn filters_narrow_the_hits(backend: TestBackend) {
     }
 }
 
+/// The ids and scores of a search's hits, best first, with its total and next cursor.
+async fn ranked(
+    server: &Server,
+    key: &str,
+    body: Value,
+) -> (Vec<(String, f64)>, u64, Option<String>) {
+    let page = server
+        .ok(key, Method::POST, "/indexes/products/search", Some(body))
+        .await;
+    let hits = page["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["id"].as_str().unwrap().to_owned(),
+                h["score"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let next = page["next"].as_str().map(str::to_owned);
+    (hits, page["total"].as_u64().unwrap(), next)
+}
+
+/// Four hundred documents of a few words each, drawn from a small vocabulary so that scores
+/// spread and many tie.
+fn spread(round: u64) -> Vec<Value> {
+    const WORDS: [&str; 8] = [
+        "amber", "ambers", "amberly", "umber", "cobalt", "cobalts", "slate", "ochre",
+    ];
+    let mut state = 0x2545_F491_4F6C_DD1D_u64 ^ round;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    (0..400)
+        .map(|n| {
+            let mut pick = |count: u64| {
+                (0..1 + next(count))
+                    .map(|_| WORDS[next(WORDS.len() as u64) as usize])
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            json!({"id": format!("{n:03}"), "title": pick(3), "body": pick(6), "tags": ["t"]})
+        })
+        .collect()
+}
+
+async fn relevance_pages_skip_and_repeat_nothing(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let key = server.tenant("shop", Quotas::default()).await;
+    server
+        .ok(&key, Method::POST, "/indexes", Some(products()))
+        .await;
+    // Four writes make four segments; the later ones replace documents of the earlier, so
+    // that those segments hold deleted documents too.
+    for round in 0..4 {
+        let documents: Vec<Value> = spread(round)
+            .into_iter()
+            .skip(round as usize * 60)
+            .collect();
+        server
+            .ok(
+                &key,
+                Method::POST,
+                "/indexes/products/documents?wait=true",
+                Some(json!(documents)),
+            )
+            .await;
+    }
+    let queries = [
+        json!({"q": "amber"}),
+        json!({"q": "amber cobalt"}),
+        json!({"q": "slate amb", "filter": {"field": "tags", "eq": "t"}}),
+        json!({"q": "\"amber cobalt\""}),
+        json!({"q": "umbers cob"}),
+    ];
+    for query in queries {
+        let with = |extra: Value| {
+            let mut body = query.clone();
+            for (k, v) in extra.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            body
+        };
+        // One page of all; the same with facets, which count every match unpruned.
+        let (all, total, _) = ranked(&server, &key, with(json!({"limit": 1000}))).await;
+        assert!(total > 18, "{query}: {total} hits is too few to page");
+        assert_eq!(all.len() as u64, total, "{query}");
+        let (unpruned, unpruned_total, _) = ranked(
+            &server,
+            &key,
+            with(json!({"limit": 1000, "facets": ["tags"]})),
+        )
+        .await;
+        assert_eq!(unpruned_total, total, "{query}");
+        let differ = all.iter().zip(&unpruned).position(|(a, b)| a != b);
+        assert_eq!(
+            differ,
+            None,
+            "{query}: {:?}",
+            differ.map(|n| (&all[n..n + 3], &unpruned[n..n + 3]))
+        );
+        for pair in all.windows(2) {
+            let ((a, sa), (b, sb)) = (&pair[0], &pair[1]);
+            assert!(
+                sa > sb || (sa == sb && a < b),
+                "{query}: {a} {sa} before {b} {sb}"
+            );
+        }
+        // Cursors and offsets walk the same order, each hit once.
+        let mut walked = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut body = with(json!({"limit": 7}));
+            if let Some(cursor) = &after {
+                body["after"] = json!(cursor);
+            }
+            let (hits, page_total, next) = ranked(&server, &key, body).await;
+            assert_eq!(page_total, total, "{query}");
+            walked.extend(hits);
+            match next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let differ = walked.iter().zip(&all).position(|(a, b)| a != b);
+        assert_eq!(
+            differ,
+            None,
+            "{query}: by cursor {:?}",
+            differ.map(|n| (
+                &walked[n.saturating_sub(2)..n + 3],
+                &all[n.saturating_sub(2)..n + 3]
+            ))
+        );
+        assert_eq!(walked, all, "{query}: by cursor");
+        let mut walked = Vec::new();
+        for offset in (0..total).step_by(9) {
+            let (hits, _, _) =
+                ranked(&server, &key, with(json!({"limit": 9, "offset": offset}))).await;
+            walked.extend(hits);
+        }
+        assert_eq!(walked, all, "{query}: by offset");
+    }
+}
+
+async fn a_short_prefix_stands_for_its_most_frequent_words(backend: TestBackend) {
+    let server = Server::start(backend).await;
+    let key = server.tenant("shop", Quotas::default()).await;
+    // The word `preNN` is in NN + 1 documents, so that the 20 most frequent of the 30 words
+    // beginning `pre` (the most a prefix stands for) are pre10 to pre29.
+    let documents: Vec<Value> = (0..30)
+        .flat_map(|word| (0..=word).map(move |copy| (word, copy)))
+        .map(|(word, copy)| {
+            json!({"id": format!("{word:02}-{copy:02}"), "body": format!("pre{word:02}")})
+        })
+        .collect();
+    with_products(&server, &key, json!(documents)).await;
+    let total = |q: &'static str| {
+        let server = &server;
+        let key = &key;
+        async move {
+            server
+                .ids(key, "products", json!({"q": q, "limit": 1}))
+                .await
+                .1
+        }
+    };
+    assert_eq!(total("body:pre").await, (11..=30).sum::<u64>());
+    // Under the cap, every word it begins.
+    assert_eq!(total("body:pre0").await, (1..=10).sum::<u64>());
+    assert_eq!(total("body:pre2").await, (21..=30).sum::<u64>());
+    // What is highlighted is what was searched for.
+    let page = server
+        .ok(
+            &key,
+            Method::POST,
+            "/indexes/products/search",
+            Some(json!({"q": "body:pre", "limit": 1, "highlight": ["body"]})),
+        )
+        .await;
+    let snippet = page["hits"][0]["highlights"]["body"].as_str().unwrap();
+    // The rarest word kept scores highest.
+    assert_eq!(snippet, "<mark>pre10</mark>");
+}
+
 plinth_shared::backend_tests!(
     words_typos_prefixes_and_phrases_match,
     filters_narrow_the_hits,
     settings_change_the_next_query,
     pages_and_totals,
     malformed_queries_say_where,
+    relevance_pages_skip_and_repeat_nothing,
+    a_short_prefix_stands_for_its_most_frequent_words,
 );
