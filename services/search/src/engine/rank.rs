@@ -537,7 +537,7 @@ pub(crate) struct SegmentRanking {
     /// The worst hit kept once the buffer was last cut back; nothing worse can make it.
     worst: Option<LocalHit>,
     total: u64,
-    /// Sums a match's terms again when the query is a union of terms and its score is a key.
+    /// Sums a match's terms again when the query is a union of terms ranked best first.
     rescorer: Option<Rescorer>,
 }
 
@@ -590,23 +590,20 @@ impl SegmentRanking {
         }
     }
 
-    /// The score to rank a match by: tantivy's, or the [`Rescorer`]'s sum when there is
-    /// one; `None` when tantivy's already shows that, best first, the match is before the
-    /// cursor or after the worst kept.
+    /// The [`Rescorer`]'s sum for a match; `None` when tantivy's score already shows that
+    /// the match is before the cursor or after the worst kept.
     fn score(&mut self, doc: DocId, score: Score) -> Option<Score> {
         let rescorer = self.rescorer.as_mut()?;
-        if self.sort.best_scores_first() {
-            let margin = score * SUM_ERROR;
-            if let Some(KeyValue::Float(after)) = self.after.as_ref().map(|(keys, _)| &keys[0])
-                && f64::from(score - margin) > *after
-            {
-                return None;
-            }
-            if let Some(KeyValue::Float(worst)) = self.worst.as_ref().map(|w| &w.keys[0])
-                && f64::from(score + margin) < *worst
-            {
-                return None;
-            }
+        let margin = score * SUM_ERROR;
+        if let Some(KeyValue::Float(after)) = self.after.as_ref().map(|(keys, _)| &keys[0])
+            && f64::from(score - margin) > *after
+        {
+            return None;
+        }
+        if let Some(KeyValue::Float(worst)) = self.worst.as_ref().map(|w| &w.keys[0])
+            && f64::from(score + margin) < *worst
+        {
+            return None;
         }
         Some(rescorer.score(doc))
     }
@@ -650,9 +647,11 @@ impl Collector for Ranking {
             .map(|key| KeyColumn::open(reader, key))
             .collect::<tantivy::Result<_>>()?;
         let ids = reader.fast_fields().str(ID_FIELD)?;
-        let by_score = self.sort.keys.iter().any(|k| k.target == Target::Score);
+        // Only a search that may be pruned needs the fixed sum (and it is always asked for
+        // then, pruned or not, so that facets do not change the scores); any other is never
+        // pruned, and tantivy reaches its matches the same way every time.
         let rescorer = match &self.terms {
-            Some(terms) if by_score => Some(Rescorer {
+            Some(terms) if self.sort.best_scores_first() => Some(Rescorer {
                 terms: terms
                     .iter()
                     .map(|term| term.scorer(reader, 1.0))
