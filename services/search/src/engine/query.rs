@@ -6,7 +6,8 @@
 //! it is excluded with `-`; `+` is accepted for those used to it. A word matches itself
 //! (scored by BM25), a word within the typos its length allows (one from
 //! `one_typo_from` characters, two from `two_typos_from`) and, when it is the last word of
-//! the query, any word it begins. Typo and prefix matches score below exact ones.
+//! the query, the words it begins, both looked up and capped when the query is planned
+//! ([`super::expand`]). Typo and prefix matches score below exact ones.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -159,12 +160,10 @@ fn parse(query: &str) -> Result<Vec<Clause>, ApiError> {
 pub(crate) struct Plan {
     pub(crate) query: Box<dyn Query>,
     pub(crate) sought: BTreeMap<String, BTreeSet<String>>,
-    /// Whether the query is one union of terms scored by their frequencies, which tantivy
-    /// can prune (block-max WAND) when only the best hits are wanted. Other queries score
-    /// every match in any case, so they are best counted in the same pass.
-    pub(crate) prunable: bool,
-    /// The terms of the query when it is one union of terms (prunable or not): each alone,
-    /// so that a match's score can be summed in a fixed order.
+    /// The terms of the query, each alone, when it is one union of terms scored by their
+    /// frequencies: tantivy can prune such a query (block-max WAND) when only the best hits
+    /// are wanted, and a match's score can be summed again in a fixed order. Other queries
+    /// score every match in any case, so they are best counted in the same pass.
     pub(crate) terms: Option<Vec<Box<dyn Query>>>,
 }
 
@@ -217,20 +216,19 @@ impl Planner<'_> {
         if parts.iter().all(|(occur, _)| *occur == Occur::MustNot) {
             parts.push((Occur::Must, Box::new(AllQuery)));
         }
-        let prunable = only_terms && parts.len() == 1 && parts[0].0 == Occur::Must;
+        let union_of_terms = only_terms && parts.len() == 1 && parts[0].0 == Occur::Must;
         let query = if parts.len() == 1 && parts[0].0 == Occur::Must {
             parts.remove(0).1
         } else {
             Box::new(BooleanQuery::new(parts))
         };
-        let terms = prunable.then(|| match query.downcast_ref::<BooleanQuery>() {
+        let terms = union_of_terms.then(|| match query.downcast_ref::<BooleanQuery>() {
             Some(union) => union.clauses().iter().map(|(_, q)| q.box_clone()).collect(),
             None => vec![query.box_clone()],
         });
         Ok(Plan {
             query,
             sought,
-            prunable,
             terms,
         })
     }

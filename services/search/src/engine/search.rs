@@ -80,7 +80,7 @@ impl Engine {
         let plan = planner.plan(&request.q)?;
         let mut query = plan.query;
         // A filter joins the query in an intersection that tantivy does not prune.
-        let query_is_plan = request.filter.is_none() && forced.is_none();
+        let filtered = request.filter.is_some() || forced.is_some();
         let filters = request
             .filter
             .iter()
@@ -120,16 +120,17 @@ impl Engine {
         // Facets need every match, and so does a query tantivy cannot prune: the ranking
         // counts them as it goes. Otherwise it skips what cannot make the page, and the
         // matches are counted apart, unscored.
-        let prune = plan.prunable && query_is_plan && facets.is_empty();
+        let prune = plan.terms.is_some() && !filtered && facets.is_empty();
         let scoring = EnableScoring::enabled_from_searcher(&searcher);
+        // The terms are weighed again, alone, only for a ranking that sums them again.
         let terms = match &plan.terms {
-            Some(terms) => Some(
+            Some(terms) if sort.best_scores_first() => Some(
                 terms
                     .iter()
                     .map(|term| term.weight(scoring))
                     .collect::<tantivy::Result<Vec<_>>>()?,
             ),
-            None => None,
+            _ => None,
         };
         let ranking = Ranking::new(Arc::clone(&sort), after, (limit, offset), prune, terms);
         let executor = &self.threads.0;
