@@ -26,6 +26,15 @@ struct Serve {
     url: String,
 }
 
+impl Drop for Serve {
+    /// A test that fails midway does not leave its server running (it would hold the test
+    /// run's output open).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn serve(data_dir: &Path) -> Serve {
     let mut child = Command::new(PLINTH)
         .args(["serve", "--listen", "127.0.0.1:0"])

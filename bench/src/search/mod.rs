@@ -468,13 +468,16 @@ pub(crate) async fn run(setup: &Setup) -> anyhow::Result<()> {
     let plinth_dir = dir.path().join("plinth");
     std::fs::create_dir_all(&plinth_dir)?;
     let (plinth, plinth_load) = load_plinth(setup, &plinth_dir, &lines).await?;
+    eprintln!("search: Plinth took {:.1} s", plinth_load.seconds);
     eprintln!("search: loading tantivy");
     let tantivy_dir = dir.path().join("tantivy");
     std::fs::create_dir_all(&tantivy_dir)?;
     let (tantivy, tantivy_load) =
         tokio::task::block_in_place(|| load_tantivy(&tantivy_dir, &lines))?;
+    eprintln!("search: tantivy took {:.1} s", tantivy_load.seconds);
     eprintln!("search: loading PostgreSQL");
     let (postgres, pg_load) = load_postgres(&setup.pg_url, &lines).await?;
+    eprintln!("search: PostgreSQL took {:.1} s", pg_load.seconds);
     drop(lines);
 
     // The same query must find the same number of documents in Plinth and tantivy where

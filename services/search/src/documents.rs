@@ -7,7 +7,7 @@ use futures::TryStreamExt as _;
 use plinth_shared::ApiError;
 use plinth_shared::auth::Caller;
 use plinth_shared::extract::{Json, Path, Query};
-use plinth_types::search::{DeleteDocuments, OnError, RejectedDocument, WriteResponse};
+use plinth_types::search::{DeleteDocuments, OnError, WriteResponse};
 use plinth_types::{ErrorBody, Scope};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -274,13 +274,7 @@ pub async fn import_documents(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let prepared = serde_json::from_slice::<Value>(&line)
-            .map_err(|err| RejectedDocument {
-                position,
-                field: String::new(),
-                reason: format!("not JSON: {err}"),
-            })
-            .and_then(|value| Prepared::new(engine.schema(), position, value));
+        let prepared = Prepared::from_json(engine.schema(), position, &line);
         position += 1;
         let prepared = match prepared {
             Ok(prepared) => prepared,

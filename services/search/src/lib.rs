@@ -34,7 +34,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::engine::schema::Compiled;
-use crate::engine::{Engine, EngineError, EngineOptions, SearchThreads, WriterBudget};
+use crate::engine::{
+    Engine, EngineError, EngineOptions, SearchThreads, WriterBudget, WriterThreads,
+};
 use crate::indexes::IndexRow;
 use crate::ledger::IndexLedger;
 
@@ -45,8 +47,12 @@ pub struct Search {
     dir: PathBuf,
     /// The indexes open now, by id.
     engines: Arc<Mutex<HashMap<String, Open>>>,
+    /// One gate per index that has been opened: an index is opened by one request at a
+    /// time (a second opening would wait for the first one's writer thread).
+    opening: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
     budget: Arc<WriterBudget>,
     threads: SearchThreads,
+    writers: Arc<WriterThreads>,
 }
 
 /// An open index and when a request last took it.
@@ -85,7 +91,14 @@ impl Search {
             shared,
             dir,
             engines: Arc::default(),
+            opening: Arc::default(),
+            writers: Arc::default(),
         };
+        tokio::spawn(close_at_shutdown(
+            search.shared.clone(),
+            Arc::downgrade(&search.engines),
+            Arc::clone(&search.writers),
+        ));
         let engines = Arc::downgrade(&search.engines);
         let idle = search.shared.config().search_idle_timeout;
         tokio::spawn(async move {
@@ -108,6 +121,18 @@ impl Search {
         self.engines.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The open index of `id`, if it is open, marked as used now.
+    fn open_engine(&self, id: &str) -> Option<Arc<Engine>> {
+        let limit = self.shared.config().search_max_open_indexes;
+        let mut engines = self.engines();
+        let open = engines.get_mut(id)?;
+        open.used = Instant::now();
+        let engine = open.engine.clone();
+        // Indexes all in use when the last one opened may have left it over.
+        trim(&mut engines, limit, id);
+        Some(engine)
+    }
+
     /// How many indexes are open now.
     pub fn open_indexes(&self) -> usize {
         self.engines().len()
@@ -120,17 +145,18 @@ impl Search {
 
     /// The open index of a row, opening it on first use.
     pub(crate) async fn engine(&self, row: &IndexRow) -> Result<Arc<Engine>, ApiError> {
-        let limit = self.shared.config().search_max_open_indexes;
-        {
-            let mut engines = self.engines();
-            if let Some(open) = engines.get_mut(&row.id) {
-                open.used = Instant::now();
-                let engine = open.engine.clone();
-                // Indexes all in use when the last one opened may have left it over.
-                trim(&mut engines, limit, &row.id);
-                return Ok(engine);
-            }
+        if let Some(engine) = self.open_engine(&row.id) {
+            return Ok(engine);
         }
+        let gate = {
+            let mut opening = self.opening.lock().unwrap_or_else(|p| p.into_inner());
+            opening.entry(row.id.clone()).or_default().clone()
+        };
+        let _opening = gate.lock().await;
+        if let Some(engine) = self.open_engine(&row.id) {
+            return Ok(engine);
+        }
+        let limit = self.shared.config().search_max_open_indexes;
         let dir = self.dir.join(&row.id);
         let schema = Compiled::new(&row.index.schema)?;
         let config = self.shared.config();
@@ -139,6 +165,7 @@ impl Search {
             writer_idle: config.search_writer_idle,
             budget: Arc::clone(&self.budget),
             threads: self.threads.clone(),
+            writers: Arc::clone(&self.writers),
         };
         let ledger = Box::new(IndexLedger {
             shared: self.shared.clone(),
@@ -151,16 +178,15 @@ impl Search {
                 .await
                 .map_err(ApiError::internal)?
                 .map_err(engine_error)?;
+        let engine = Arc::new(opened);
         let mut engines = self.engines();
-        // Another request opened it meanwhile: the one already listed wins.
-        let engine = engines
-            .entry(row.id.clone())
-            .or_insert_with(|| Open {
-                engine: Arc::new(opened),
+        engines.insert(
+            row.id.clone(),
+            Open {
+                engine: engine.clone(),
                 used: Instant::now(),
-            })
-            .engine
-            .clone();
+            },
+        );
         trim(&mut engines, limit, &row.id);
         Ok(engine)
     }
@@ -168,12 +194,42 @@ impl Search {
     /// Closes a deleted index and removes its files.
     pub(crate) async fn remove(&self, id: &str) -> Result<(), ApiError> {
         self.engines().remove(id);
+        self.opening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
         let dir = self.dir.join(id);
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => Ok(()),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(err) => Err(ApiError::internal(err)),
         }
+    }
+}
+
+/// Closes every index once the server begins to shut down, and holds the metadata store
+/// open until their writer threads have committed what they hold and ended (each ends when
+/// the last request using its index is done), so that a restart finds nothing to replay.
+async fn close_at_shutdown(
+    shared: Shared,
+    engines: std::sync::Weak<Mutex<HashMap<String, Open>>>,
+    writers: Arc<WriterThreads>,
+) {
+    let Some(_working) = shared.hold_open().await else {
+        return;
+    };
+    let mut stopping = shared.stopping();
+    if stopping.wait_for(|stopping| *stopping).await.is_err() {
+        return;
+    }
+    if let Some(engines) = engines.upgrade() {
+        engines.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+    if tokio::task::spawn_blocking(move || writers.join_all())
+        .await
+        .is_err()
+    {
+        tracing::error!("index writers not closed at shutdown");
     }
 }
 

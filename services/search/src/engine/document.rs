@@ -20,6 +20,8 @@ pub(crate) struct Prepared {
     /// Its primary key as a term.
     pub(crate) id: String,
     pub(crate) document: TantivyDocument,
+    /// The document's JSON as it was accepted, for the index's journal.
+    pub(crate) journaled: Vec<u8>,
 }
 
 impl Prepared {
@@ -33,6 +35,39 @@ impl Prepared {
         schema: &Compiled,
         position: usize,
         value: Value,
+    ) -> Result<Prepared, RejectedDocument> {
+        let journaled = serde_json::to_vec(&value).map_err(|err| RejectedDocument {
+            position,
+            field: String::new(),
+            reason: err.to_string(),
+        })?;
+        Self::checked(schema, position, value, journaled)
+    }
+
+    /// Parses `line` (the document at `position` of its batch) and checks it against the
+    /// schema; the line itself is what the journal keeps.
+    ///
+    /// # Errors
+    ///
+    /// Returns why the line is not JSON, or what [`Prepared::new`] finds wrong with it.
+    pub(crate) fn from_json(
+        schema: &Compiled,
+        position: usize,
+        line: &[u8],
+    ) -> Result<Prepared, RejectedDocument> {
+        let value = serde_json::from_slice(line).map_err(|err| RejectedDocument {
+            position,
+            field: String::new(),
+            reason: format!("not JSON: {err}"),
+        })?;
+        Self::checked(schema, position, value, line.trim_ascii().to_vec())
+    }
+
+    fn checked(
+        schema: &Compiled,
+        position: usize,
+        value: Value,
+        journaled: Vec<u8>,
     ) -> Result<Prepared, RejectedDocument> {
         let reject = |field: &str, reason: String| RejectedDocument {
             position,
@@ -68,7 +103,11 @@ impl Prepared {
         document.add_text(schema.id, &id);
         let source = serde_json::to_vec(&source).map_err(|err| reject("", err.to_string()))?;
         document.add_bytes(schema.source, &source);
-        Ok(Prepared { id, document })
+        Ok(Prepared {
+            id,
+            document,
+            journaled,
+        })
     }
 }
 

@@ -8,12 +8,15 @@
 //! - [`search`]: a search run: query, filter, [`rank`] (order, pages, cursors), [`facets`]
 //!   and [`highlight`]s.
 //! - [`writer`]: the writer thread, its [`Ledger`] and the shared [`WriterBudget`].
+//! - [`journal`]: the writes acknowledged since the last commit.
 //!
-//! Writes go to one thread per open index, which takes every write queued, applies them and
-//! commits once (tantivy's commit syncs the new segments and the index's meta file before it
-//! returns), then answers each: an answered write survives a crash, and concurrent writers
-//! share the commit. Searches see a reader that is reloaded after a commit at most once per
-//! refresh interval, or at once for a write that asks to wait until it is searchable.
+//! Writes go to one thread per open index, which takes every write queued, appends them to
+//! the index's journal and syncs it once, applies them, and answers: an answered write
+//! survives a crash (the journal is replayed when the index opens), and concurrent writers
+//! share the sync. The thread commits at most once per refresh interval, or at once for a
+//! write that asks to wait until it is searchable, and empties the journal after each commit;
+//! searches see a reader that is reloaded after every commit. Committing seldom is what keeps
+//! bulk loads fast: each commit ends a segment, and small segments cost merging.
 
 pub(crate) mod analysis;
 pub(crate) mod document;
@@ -21,6 +24,7 @@ pub(crate) mod expand;
 pub(crate) mod facets;
 pub(crate) mod filter;
 pub(crate) mod highlight;
+mod journal;
 pub(crate) mod query;
 pub(crate) mod rank;
 pub(crate) mod schema;
@@ -41,8 +45,8 @@ use tokio::sync::oneshot;
 use self::document::Prepared;
 use self::schema::Compiled;
 pub(crate) use self::search::SearchThreads;
-pub(crate) use self::writer::{EngineOptions, Ledger, WriterBudget};
-use self::writer::{MOST_PER_COMMIT, Write, WriterThread, dir_bytes, held_documents};
+pub(crate) use self::writer::{EngineOptions, Ledger, WriterBudget, WriterThreads};
+use self::writer::{MOST_PER_COMMIT, Write, WriterThread, dir_bytes};
 
 /// What can go wrong in an index.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +107,7 @@ impl Engine {
         options: EngineOptions,
         ledger: Box<dyn Ledger>,
     ) -> Result<Engine, EngineError> {
+        options.writers.wait_for(dir);
         std::fs::create_dir_all(dir).map_err(tantivy::TantivyError::from)?;
         let index = if dir.join("meta.json").exists() {
             let index = Index::open_in_dir(dir)?;
@@ -118,28 +123,20 @@ impl Engine {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
-        // What a crash left unsettled is settled before the first write.
-        ledger
-            .settle(held_documents(&index)?, dir_bytes(dir))
-            .map_err(EngineError::Refused)?;
+        let thread = WriterThread::open(
+            (index, dir.to_path_buf()),
+            reader.clone(),
+            schema.clone(),
+            ledger,
+            options.clone(),
+        )?;
         let (writes, queue) = mpsc::sync_channel(MOST_PER_COMMIT);
-        let thread_reader = reader.clone();
-        let thread_dir = dir.to_path_buf();
-        let thread_schema = schema.clone();
         let threads = options.threads.clone();
-        std::thread::Builder::new()
+        let running = std::thread::Builder::new()
             .name("plinth-index".into())
-            .spawn(move || {
-                let thread = WriterThread::new(
-                    (index, thread_dir),
-                    thread_reader,
-                    thread_schema,
-                    ledger,
-                    options,
-                );
-                thread.run(queue);
-            })
+            .spawn(move || thread.run(queue))
             .map_err(tantivy::TantivyError::from)?;
+        options.writers.started(dir.to_path_buf(), running);
         Ok(Engine {
             schema,
             reader,
@@ -154,12 +151,15 @@ impl Engine {
         &self.schema
     }
 
-    /// Applies a change and commits it; with `wait`, answers once it is searchable. Returns
-    /// the documents it applied to (for a deletion by filter, those it deleted).
+    /// Applies a change once it is journaled (a deletion by filter: once it is committed);
+    /// with `wait`, answers once it is searchable. Returns the documents it applied to (for
+    /// a deletion by filter, those it deleted).
     ///
     /// # Errors
     ///
-    /// Returns why the commit failed (nothing of the change is then kept).
+    /// Returns why the change could not be journaled, applied or (with `wait`, or for a
+    /// deletion by filter) committed. A journaled change whose commit failed is kept and
+    /// committed later.
     pub(crate) async fn write(&self, change: Change, wait: bool) -> Result<u64, EngineError> {
         let (reply, answer) = oneshot::channel();
         let write = Write {

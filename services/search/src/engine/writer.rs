@@ -1,9 +1,12 @@
 //! The writer side of an index: one thread per open index that takes the writes queued,
-//! admits them against the [`Ledger`], applies and commits them, and settles; the writer
-//! itself, and its share of the [`WriterBudget`], only while there is writing to do.
+//! admits them against the [`Ledger`], journals and applies them, answers, and commits once
+//! per refresh interval (at once for a write that waits to be searchable), then settles; the
+//! writer itself, and its share of the [`WriterBudget`], only while there is writing to do.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use plinth_shared::ApiError;
@@ -13,6 +16,8 @@ use tantivy::schema::IndexRecordOption;
 use tantivy::{Index, IndexReader, IndexWriter, Term};
 use tokio::sync::oneshot;
 
+use super::document::Prepared;
+use super::journal::{Entry, Journal};
 use super::schema::Compiled;
 use super::{Change, EngineError};
 
@@ -74,9 +79,52 @@ pub(crate) struct EngineOptions {
     pub(crate) budget: std::sync::Arc<WriterBudget>,
     /// The threads searches spread the index's segments over.
     pub(crate) threads: super::search::SearchThreads,
+    /// The writer threads of the service's indexes.
+    pub(crate) writers: std::sync::Arc<WriterThreads>,
 }
-/// Most writes one commit takes.
+
+/// The writer threads of a service's indexes, by index directory. A closed index's thread
+/// goes on until its last commit, holding tantivy's writer lock, so an index opens again
+/// only once the thread of its last opening has ended; a graceful shutdown waits for all.
+#[derive(Debug, Default)]
+pub(crate) struct WriterThreads(Mutex<HashMap<PathBuf, JoinHandle<()>>>);
+
+impl WriterThreads {
+    fn threads(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, JoinHandle<()>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until the thread last started for `dir` has ended. Blocks; the caller must
+    /// know that the index it ran for is closed, or it waits for ever.
+    pub(super) fn wait_for(&self, dir: &Path) {
+        let thread = self.threads().remove(dir);
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::error!(dir = %dir.display(), "an index writer thread panicked");
+        }
+    }
+
+    /// Records the thread started for `dir`.
+    pub(super) fn started(&self, dir: PathBuf, thread: JoinHandle<()>) {
+        self.threads().insert(dir, thread);
+    }
+
+    /// Waits until every thread recorded has ended, each after its index is closed. Blocks.
+    pub(crate) fn join_all(&self) {
+        let threads: Vec<(PathBuf, JoinHandle<()>)> = self.threads().drain().collect();
+        for (dir, thread) in threads {
+            if thread.join().is_err() {
+                tracing::error!(dir = %dir.display(), "an index writer thread panicked");
+            }
+        }
+    }
+}
+/// Most writes taken from the queue at once.
 pub(super) const MOST_PER_COMMIT: usize = 256;
+/// The journal bytes past which the writer commits before the refresh interval is up, so
+/// that a replay after a crash stays short.
+const MOST_JOURNAL_BYTES: u64 = 64 << 20;
 
 /// The writer's bookkeeping of the documents an index holds, against its project's quota:
 /// the service's side of the writer, called on its thread.
@@ -125,7 +173,7 @@ pub(super) fn dir_bytes(dir: &Path) -> u64 {
 }
 
 /// The documents an index's committed files hold.
-pub(super) fn held_documents(index: &Index) -> tantivy::Result<u64> {
+fn held_documents(index: &Index) -> tantivy::Result<u64> {
     Ok(index
         .searchable_segment_metas()?
         .iter()
@@ -143,18 +191,36 @@ pub(super) struct WriterThread {
     schema: Compiled,
     ledger: Box<dyn Ledger>,
     options: EngineOptions,
+    journal: Journal,
+    /// The seq of the last journal entry the index's last commit holds.
+    committed: u64,
+    /// Whether the writer holds changes not committed yet.
+    pending: bool,
+    last_commit: Instant,
+    last_write: Instant,
+    /// Why the writer refuses writes: it could not be restored after a failure.
+    broken: Option<String>,
 }
 
 impl WriterThread {
-    /// The thread's state for the index in `dir`; its writer opens on the first write.
-    pub(super) fn new(
+    /// The thread's state for the index in `dir`, with the journal entries its last commit
+    /// lacks applied and committed, and the ledger settled. Blocks.
+    ///
+    /// # Errors
+    ///
+    /// Returns why the journal could not be read or its entries committed: the index cannot
+    /// be served without them.
+    pub(super) fn open(
         (index, dir): (Index, PathBuf),
         reader: IndexReader,
         schema: Compiled,
         ledger: Box<dyn Ledger>,
         options: EngineOptions,
-    ) -> WriterThread {
-        WriterThread {
+    ) -> Result<WriterThread, EngineError> {
+        let committed = super::journal::committed_through(index.load_metas()?.payload.as_deref());
+        let (journal, entries) =
+            Journal::open(&dir, committed).map_err(tantivy::TantivyError::from)?;
+        let mut thread = WriterThread {
             index,
             dir,
             writer: None,
@@ -162,44 +228,55 @@ impl WriterThread {
             schema,
             ledger,
             options,
+            journal,
+            committed,
+            pending: false,
+            last_commit: Instant::now(),
+            last_write: Instant::now(),
+            broken: None,
+        };
+        if entries.is_empty() {
+            // What a crash left unsettled is settled before the first write.
+            thread.settle();
+        } else {
+            tracing::info!(entries = entries.len(), "replaying the index journal");
+            thread.replay(entries)?;
+            thread.commit()?;
+            thread.close_writer();
         }
+        Ok(thread)
     }
 
-    /// Takes what is queued, admits it against the ledger, applies it, commits, settles and
-    /// answers; reloads the reader at most once per `refresh` (at once when a write waits
-    /// for it). Ends when the engine is dropped.
+    /// Takes what is queued, admits it against the ledger, journals and applies it, answers,
+    /// and commits when the refresh interval is up (at once when a write waits for it).
+    /// Ends when the engine is dropped, after a last commit.
     pub(super) fn run(mut self, queue: mpsc::Receiver<Write>) {
-        let mut reloaded = Instant::now();
-        let mut stale = false;
         let mut held: Option<Write> = None;
-        let mut wrote = Instant::now();
-        let tick = self.options.refresh.min(self.options.writer_idle);
         loop {
             let received = match held.take() {
                 Some(write) => Ok(write),
-                None => queue.recv_timeout(tick),
+                None => queue.recv_timeout(self.until_due()),
             };
             let first = match received {
                 Ok(write) => write,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if stale
-                        && reloaded.elapsed() >= self.options.refresh
-                        && self.reader.reload().is_ok()
-                    {
-                        stale = false;
-                        reloaded = Instant::now();
+                    if self.pending && self.last_commit.elapsed() >= self.options.refresh {
+                        // A failure is logged; the changes stay pending and are tried again.
+                        let _ = self.commit();
                     }
-                    if wrote.elapsed() >= self.options.writer_idle {
+                    if self.last_write.elapsed() >= self.options.writer_idle {
                         self.close_writer();
                     }
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
-            // A deletion by filter commits alone, so it counts what it deletes exactly.
-            let alone = matches!(first.change, Change::DeleteMatching(_));
+            if matches!(first.change, Change::DeleteMatching(_)) {
+                self.delete_matching(first);
+                continue;
+            }
             let mut batch = vec![first];
-            while !alone && batch.len() < MOST_PER_COMMIT {
+            while batch.len() < MOST_PER_COMMIT {
                 match queue.try_recv() {
                     Ok(write) if matches!(write.change, Change::DeleteMatching(_)) => {
                         held = Some(write);
@@ -209,40 +286,202 @@ impl WriterThread {
                     Err(_) => break,
                 }
             }
-            let mut admitted = self.admit(batch);
-            if admitted.is_empty() {
-                continue;
-            }
-            wrote = Instant::now();
-            let applied = match self.commit(&mut admitted) {
-                Ok(applied) => applied,
-                Err(err) => {
-                    tracing::error!(error = %err, "index commit failed; the writes are lost");
-                    if let Some((writer, _)) = &mut self.writer {
-                        let _ = writer.rollback();
-                    }
-                    self.settle();
-                    for write in admitted {
-                        let _ = write.reply.send(Err(EngineError::Tantivy(
-                            tantivy::TantivyError::SystemError(err.to_string()),
-                        )));
-                    }
-                    continue;
-                }
-            };
-            self.settle();
-            stale = true;
-            let wait = admitted.iter().any(|w| w.wait);
-            if (wait || reloaded.elapsed() >= self.options.refresh) && self.reader.reload().is_ok()
-            {
-                stale = false;
-                reloaded = Instant::now();
-            }
-            for (write, applied) in admitted.into_iter().zip(applied) {
-                let _ = write.reply.send(Ok(applied));
+            let admitted = self.admit(batch);
+            if !admitted.is_empty() {
+                self.last_write = Instant::now();
+                self.write(admitted);
             }
         }
         self.close_writer();
+    }
+
+    /// How long the thread may wait for a write: until pending changes are due to be
+    /// committed, and at most the tick at which it looks whether its writer is idle.
+    fn until_due(&self) -> Duration {
+        let tick = self.options.refresh.min(self.options.writer_idle);
+        if self.pending {
+            (self
+                .options
+                .refresh
+                .saturating_sub(self.last_commit.elapsed()))
+            .clamp(Duration::from_millis(1), tick)
+        } else {
+            tick
+        }
+    }
+
+    /// Journals the admitted writes, applies them, and answers those that do not wait; then
+    /// commits if a write waits, the refresh interval is up or the journal is long, and
+    /// answers the rest.
+    fn write(&mut self, batch: Vec<Write>) {
+        if let Some(broken) = &self.broken {
+            let reason = broken.clone();
+            for write in batch {
+                let _ = write.reply.send(Err(failed(&reason)));
+            }
+            return;
+        }
+        if let Err(err) = self.journal.append(batch.iter().map(|w| &w.change)) {
+            // Nothing of it is applied; what it reserved is returned by the next settle.
+            tracing::error!(error = %err, "index journal write failed; the writes are refused");
+            let reason = format!("the index journal could not be written: {err}");
+            for write in batch {
+                let _ = write.reply.send(Err(failed(&reason)));
+            }
+            return;
+        }
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut failure = None;
+        for Write {
+            change,
+            wait,
+            reply,
+        } in batch
+        {
+            answers.push((reply, wait, change.count()));
+            if failure.is_none()
+                && let Err(err) = self.apply(change)
+            {
+                failure = Some(err);
+            }
+        }
+        self.pending = true;
+        if let Some(err) = failure {
+            // The writes are journaled: applying the journal again puts them back.
+            tracing::error!(error = %err, "index write failed; applying the journal again");
+            self.restore();
+        }
+        if let Some(broken) = &self.broken {
+            let reason = broken.clone();
+            for (reply, _, _) in answers {
+                let _ = reply.send(Err(failed(&reason)));
+            }
+            return;
+        }
+        let mut waiting = Vec::new();
+        for (reply, wait, count) in answers {
+            if wait {
+                waiting.push((reply, count));
+            } else {
+                let _ = reply.send(Ok(count));
+            }
+        }
+        let due = !waiting.is_empty()
+            || self.last_commit.elapsed() >= self.options.refresh
+            || self.journal.bytes() >= MOST_JOURNAL_BYTES;
+        if due {
+            let committed = self.commit().map_err(|err| err.to_string());
+            for (reply, count) in waiting {
+                let _ = reply.send(committed.clone().map(|()| count).map_err(|e| failed(&e)));
+            }
+        }
+    }
+
+    /// Deletes what a filter matches, alone in its commit and after every pending change is
+    /// committed: the reader, brought up to that commit, counts exactly what it removes. The
+    /// deletion is not journaled, as it is committed before it is answered.
+    fn delete_matching(&mut self, write: Write) {
+        let Change::DeleteMatching(query) = write.change else {
+            return;
+        };
+        let result = (|| {
+            if self.pending {
+                self.commit()?;
+            }
+            self.reader.reload()?;
+            let count = self
+                .reader
+                .searcher()
+                .search(&query, &tantivy::collector::Count)?;
+            Self::writer(&mut self.writer, &self.index, &self.options.budget)?
+                .delete_query(query)?;
+            self.pending = true;
+            self.commit()?;
+            Ok(count as u64)
+        })();
+        self.last_write = Instant::now();
+        let _ = write.reply.send(result);
+    }
+
+    /// Commits what the writer holds, with the journal's last seq as the commit's payload;
+    /// then empties the journal, settles the ledger and reloads the reader. A failed commit
+    /// rolls the writer back and applies the journal again, so the changes stay pending.
+    fn commit(&mut self) -> Result<(), EngineError> {
+        if let Some(broken) = &self.broken {
+            return Err(failed(broken));
+        }
+        let through = self.journal.last();
+        let writer = Self::writer(&mut self.writer, &self.index, &self.options.budget)?;
+        let committed = writer.prepare_commit().and_then(|mut prepared| {
+            prepared.set_payload(&through.to_string());
+            prepared.commit()
+        });
+        self.last_commit = Instant::now();
+        if let Err(err) = committed {
+            tracing::error!(error = %err, "index commit failed; the journal keeps the writes");
+            self.restore();
+            return Err(err.into());
+        }
+        self.committed = through;
+        self.pending = false;
+        if let Err(err) = self.journal.clear() {
+            // Harmless: the commit's payload says the entries are in, so none is replayed.
+            tracing::warn!(error = %err, "index journal not emptied after a commit");
+        }
+        self.settle();
+        if let Err(err) = self.reader.reload() {
+            tracing::warn!(error = %err, "index reader not reloaded after a commit");
+        }
+        Ok(())
+    }
+
+    /// Rolls the writer back to the last commit and applies the journal's entries after it
+    /// again. If that fails too, the thread refuses every write from then on, and the index
+    /// is whole again when it next opens (the journal still holds the entries).
+    fn restore(&mut self) {
+        let restored = (|| -> Result<(), EngineError> {
+            if let Some((writer, _)) = &mut self.writer {
+                writer.rollback()?;
+            }
+            let entries = self
+                .journal
+                .entries_after(self.committed)
+                .map_err(tantivy::TantivyError::from)?;
+            self.pending = !entries.is_empty();
+            self.replay(entries)
+        })();
+        if let Err(err) = restored {
+            tracing::error!(error = %err, "index writer not restored; refusing writes until the index reopens");
+            self.broken = Some(err.to_string());
+        }
+    }
+
+    /// Applies journal entries (their documents checked against the schema again).
+    fn replay(&mut self, entries: Vec<Entry>) -> Result<(), EngineError> {
+        for entry in entries {
+            let change = match entry {
+                Entry::Upsert(lines) => Change::Upsert(
+                    lines
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(position, line)| {
+                            Prepared::from_json(&self.schema, position, line)
+                                .inspect_err(|bad| {
+                                    tracing::error!(
+                                        reason = %bad.reason,
+                                        "a journaled document no longer fits the schema; skipped"
+                                    );
+                                })
+                                .ok()
+                        })
+                        .collect(),
+                ),
+                Entry::Delete(ids) => Change::Delete(ids),
+            };
+            self.apply(change)?;
+            self.pending = true;
+        }
+        Ok(())
     }
 
     /// The writer, opened (after waiting for a share of the budget) when there is none.
@@ -266,8 +505,12 @@ impl WriterThread {
         Ok(&mut slot.insert(open).0)
     }
 
-    /// Closes the writer, once its merges are done, and gives its share back.
+    /// Commits what is pending, then closes the writer once its merges are done and gives
+    /// its share back. A writer whose commit fails stays open, so the changes stay pending.
     fn close_writer(&mut self) {
+        if self.pending && self.commit().is_err() {
+            return;
+        }
         if let Some((writer, share)) = self.writer.take() {
             if let Err(err) = writer.wait_merging_threads() {
                 tracing::warn!(error = %err, "index merges did not finish");
@@ -328,48 +571,28 @@ impl WriterThread {
         admitted
     }
 
-    /// Applies the batch and commits it; returns the documents each write applied to.
-    fn commit(&mut self, batch: &mut [Write]) -> tantivy::Result<Vec<u64>> {
-        let mut applied = Vec::with_capacity(batch.len());
-        for write in batch {
-            let change = std::mem::replace(&mut write.change, Change::Delete(Vec::new()));
-            applied.push(self.apply(change)?);
-        }
-        Self::writer(&mut self.writer, &self.index, &self.options.budget)?.commit()?;
-        Ok(applied)
-    }
-
-    fn apply(&mut self, change: Change) -> tantivy::Result<u64> {
+    /// Applies an upsert or a deletion by ids to the writer.
+    fn apply(&mut self, change: Change) -> tantivy::Result<()> {
         let writer = Self::writer(&mut self.writer, &self.index, &self.options.budget)?;
-        let schema = &self.schema;
-        Ok(match change {
+        let id = self.schema.id;
+        match change {
             Change::Upsert(documents) => {
-                let count = documents.len() as u64;
                 for prepared in documents {
-                    writer.delete_term(Term::from_field_text(schema.id, &prepared.id));
+                    writer.delete_term(Term::from_field_text(id, &prepared.id));
                     writer.add_document(prepared.document)?;
                 }
-                count
             }
             Change::Delete(ids) => {
-                let count = ids.len() as u64;
-                for id in ids {
-                    writer.delete_term(Term::from_field_text(schema.id, &id));
+                for doc_id in ids {
+                    writer.delete_term(Term::from_field_text(id, &doc_id));
                 }
-                count
             }
+            // Never queued here: it commits alone, in `delete_matching`.
             Change::DeleteMatching(query) => {
-                // Alone in its commit: the reader, brought up to the last commit, sees
-                // exactly what the deletion will remove.
-                self.reader.reload()?;
-                let count = self
-                    .reader
-                    .searcher()
-                    .search(&query, &tantivy::collector::Count)?;
                 writer.delete_query(query)?;
-                count as u64
             }
-        })
+        }
+        Ok(())
     }
 
     /// Settles the ledger with what the index holds now; a failure is made up for by the
@@ -384,7 +607,21 @@ impl WriterThread {
     }
 }
 
+/// The error a write gets when the writer cannot take it.
+fn failed(reason: &str) -> EngineError {
+    EngineError::Tantivy(tantivy::TantivyError::SystemError(reason.to_owned()))
+}
+
 impl Change {
+    /// The documents an upsert or a deletion by ids names.
+    fn count(&self) -> u64 {
+        match self {
+            Change::Upsert(documents) => documents.len() as u64,
+            Change::Delete(ids) => ids.len() as u64,
+            Change::DeleteMatching(_) => 0,
+        }
+    }
+
     /// The most documents the change can add to the index.
     fn most_added(&self) -> u64 {
         match self {
