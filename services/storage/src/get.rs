@@ -221,8 +221,8 @@ pub(crate) async fn serve(
 
     // An overwrite may remove the blob between reading the row and opening the file; the
     // row then names the new version, so read it once more.
-    let stream = match storage.blobs.read(&object.blob_id, start, len).await {
-        Ok(stream) => stream,
+    let (stream, region) = match storage.blobs.open_region(&object.blob_id, start, len).await {
+        Ok(opened) => opened,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             let key = ObjectKey::parse(&object.info.key)?;
             let mut conn = storage.shared.store().pool().acquire().await?;
@@ -234,7 +234,7 @@ pub(crate) async fn serve(
             }
             storage
                 .blobs
-                .read(&object.blob_id, start, len)
+                .open_region(&object.blob_id, start, len)
                 .await
                 .map_err(ApiError::internal)?
         }
@@ -247,6 +247,10 @@ pub(crate) async fn serve(
         .record(&bucket.project_id, "egress_bytes", len);
     let mut response = Body::from_stream(stream).into_response();
     *response.headers_mut() = object_headers(&object.info);
+    // The file's bytes go to the socket as they are where the connection allows it.
+    if let Some(region) = region {
+        response.extensions_mut().insert(region);
+    }
     response
         .headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(len));

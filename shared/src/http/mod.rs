@@ -3,6 +3,7 @@
 
 mod errors;
 mod ops;
+mod zero_copy;
 
 use std::future::Future;
 use std::time::Duration;
@@ -11,7 +12,6 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, Predicate};
@@ -21,6 +21,8 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use self::ops::metrics_handle;
+pub use self::zero_copy::FileRegion;
+use self::zero_copy::{ZeroCopy, ZeroCopyListener};
 use crate::config::Config;
 use crate::extract::JsonBodyLimit;
 use crate::shared::Shared;
@@ -30,7 +32,7 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Wraps the services' routes (and their OpenAPI document) in the common stack: request id,
 /// per-request span, error normalisation, metrics, CORS, compression, timeout and body limit,
-/// plus `/healthz`, `/readyz`, `/metrics` and `/openapi.json`.
+/// and zero-copy file bodies, plus `/healthz`, `/readyz`, `/metrics` and `/openapi.json`.
 pub fn app(routes: Router, api: utoipa::openapi::OpenApi, shared: &Shared) -> Router {
     let config = shared.config();
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
@@ -51,6 +53,8 @@ pub fn app(routes: Router, api: utoipa::openapi::OpenApi, shared: &Shared) -> Ro
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        // Outermost, so that what it hands to hyper is what hyper writes.
+        .layer(middleware::from_fn(zero_copy::swap_body))
 }
 
 /// tower-http's default choice (not images, not tiny bodies, not streams of events), minus
@@ -127,12 +131,11 @@ pub async fn serve(
         stopping.begin_shutdown();
         let _ = stopping_tx.send(true);
     };
-    // Without TCP_NODELAY a response whose head and body leave in two writes waits for the
-    // client's delayed ACK (Nagle), some 40 ms per small object.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    let server = axum::serve(
+        ZeroCopyListener(listener),
+        app.into_make_service_with_connect_info::<ZeroCopy>(),
+    )
+    .with_graceful_shutdown(signal);
     let deadline = async move {
         let _ = stopping_rx.wait_for(|stopping| *stopping).await;
         tokio::time::sleep(grace).await;

@@ -240,17 +240,32 @@ impl FileBlobs {
             Ok((Arc::new(file), chunk))
         })
         .await?;
-        let rest = (file, offset + first, len - first);
-        let rest = futures::stream::try_unfold(rest, |(file, at, left)| async move {
-            if left == 0 {
-                return Ok(None);
-            }
-            let want = left.min(FILE_CHUNK as u64);
-            let reader = file.clone();
-            let chunk = blocking(move || read_at(&reader, at, want)).await?;
-            Ok(Some((chunk, (file, at + want, left - want))))
-        });
+        let rest = chunks(file, offset + first, len - first);
         Ok(futures::stream::once(async { Ok(chunk) }).chain(rest))
+    }
+
+    /// Opens a blob to serve `len` bytes of it from `offset`: the open file, whose region a
+    /// response can hand to the socket as it is, and a stream of the same bytes, read as it
+    /// is polled, for a response that cannot.
+    ///
+    /// The file is opened on the caller's thread, not the blocking pool: an open is a lookup
+    /// of a directory entry that is nearly always cached, and the region's bytes are then
+    /// sent from the connection's task as well (see `plinth_shared::http::FileRegion`).
+    ///
+    /// # Errors
+    ///
+    /// Returns the I/O error, `NotFound` when the blob is gone.
+    pub fn open_region(
+        &self,
+        blob_id: &str,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<(
+        Arc<std::fs::File>,
+        impl Stream<Item = io::Result<Bytes>> + Send + 'static,
+    )> {
+        let file = Arc::new(std::fs::File::open(self.path_of(blob_id))?);
+        Ok((file.clone(), chunks(file, offset, len)))
     }
 
     /// Deletes a blob; a blob already gone is not an error.
@@ -445,6 +460,24 @@ where
 /// Reads exactly `len` bytes at `offset`; a blob shorter than its row says is an error.
 /// (`read_to_end` fills the buffer without zeroing it first, which a buffer handed to
 /// `read_exact` would need.)
+/// `len` bytes of `file` from `offset`, read on the blocking pool a chunk at a time as the
+/// stream is polled.
+fn chunks(
+    file: Arc<std::fs::File>,
+    offset: u64,
+    len: u64,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    futures::stream::try_unfold((file, offset, len), |(file, at, left)| async move {
+        if left == 0 {
+            return Ok(None);
+        }
+        let want = left.min(FILE_CHUNK as u64);
+        let reader = file.clone();
+        let chunk = blocking(move || read_at(&reader, at, want)).await?;
+        Ok(Some((chunk, (file, at + want, left - want))))
+    })
+}
+
 fn read_at(mut file: &std::fs::File, offset: u64, len: u64) -> io::Result<Bytes> {
     use std::io::{Read, Seek};
     file.seek(io::SeekFrom::Start(offset))?;

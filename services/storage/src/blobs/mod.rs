@@ -13,6 +13,7 @@ use std::io;
 use axum::body::Bytes;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
+use plinth_shared::http::FileRegion;
 
 pub use self::file::FileBlobs;
 pub use self::s3::{S3Blobs, S3Settings};
@@ -80,6 +81,28 @@ impl Blobs {
         match self {
             Blobs::File(blobs) => Ok(blobs.read(blob_id, offset, len).await?.boxed()),
             Blobs::S3(blobs) => blobs.read(blob_id, offset, len).await,
+        }
+    }
+
+    /// Opens `len` bytes of a blob from `offset` to serve them: their stream and, where the
+    /// blob is a local file, the file region a response can hand to the socket instead.
+    ///
+    /// # Errors
+    ///
+    /// Returns the I/O error, `NotFound` when the blob is gone.
+    pub async fn open_region(
+        &self,
+        blob_id: &str,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<(BoxStream<'static, io::Result<Bytes>>, Option<FileRegion>)> {
+        match self {
+            Blobs::File(blobs) => {
+                let (file, stream) = blobs.open_region(blob_id, offset, len)?;
+                let region = FileRegion { file, offset, len };
+                Ok((stream.boxed(), Some(region)))
+            }
+            Blobs::S3(blobs) => Ok((blobs.read(blob_id, offset, len).await?, None)),
         }
     }
 
