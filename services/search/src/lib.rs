@@ -126,6 +126,11 @@ impl Search {
         let limit = self.shared.config().search_max_open_indexes;
         let mut engines = self.engines();
         let open = engines.get_mut(id)?;
+        if open.engine.is_stopped() {
+            // Its writer broke: opening it anew replays its journal.
+            engines.remove(id);
+            return None;
+        }
         open.used = Instant::now();
         let engine = open.engine.clone();
         // Indexes all in use when the last one opened may have left it over.
@@ -148,6 +153,17 @@ impl Search {
         if let Some(engine) = self.open_engine(&row.id) {
             return Ok(engine);
         }
+        // Opened on a task of its own, which a cancelled request does not stop: an opening
+        // cut short could leave the gate open while its writer thread starts.
+        let search = self.clone();
+        let row = row.clone();
+        tokio::spawn(async move { search.open_index(&row).await })
+            .await
+            .map_err(ApiError::internal)?
+    }
+
+    /// Opens the index of a row, one opening at a time for each index, and lists it.
+    async fn open_index(&self, row: &IndexRow) -> Result<Arc<Engine>, ApiError> {
         let gate = {
             let mut opening = self.opening.lock().unwrap_or_else(|p| p.into_inner());
             opening.entry(row.id.clone()).or_default().clone()
@@ -199,6 +215,13 @@ impl Search {
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
         let dir = self.dir.join(id);
+        // Its writer thread ends with the requests still using it, after a last commit into
+        // the directory: the files go after that.
+        let writers = Arc::clone(&self.writers);
+        let closed = dir.clone();
+        tokio::task::spawn_blocking(move || writers.wait_for(&closed))
+            .await
+            .map_err(ApiError::internal)?;
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => Ok(()),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -209,7 +232,8 @@ impl Search {
 
 /// Closes every index once the server begins to shut down, and holds the metadata store
 /// open until their writer threads have committed what they hold and ended (each ends when
-/// the last request using its index is done), so that a restart finds nothing to replay.
+/// the last request using its index is done). An index that a request still draining opens
+/// after that is not waited for; what it was sent is in its journal.
 async fn close_at_shutdown(
     shared: Shared,
     engines: std::sync::Weak<Mutex<HashMap<String, Open>>>,

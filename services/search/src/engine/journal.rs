@@ -47,6 +47,8 @@ pub(super) struct Journal {
     last: u64,
     /// The bytes written since the last clear.
     bytes: u64,
+    /// Why the journal takes no more entries: a failed write could not be cut off.
+    unusable: Option<String>,
 }
 
 impl Journal {
@@ -82,11 +84,14 @@ impl Journal {
             .filter(|&(seq, _)| seq > committed)
             .map(|(_, entry)| entry)
             .collect();
+        // The file's name must survive a crash as well as its entries.
+        File::open(dir)?.sync_all()?;
         let journal = Journal {
             path,
             file,
             last,
             bytes: valid as u64,
+            unusable: None,
         };
         Ok((journal, entries))
     }
@@ -131,8 +136,27 @@ impl Journal {
         if buf.is_empty() {
             return Ok(());
         }
-        self.file.write_all(&buf)?;
-        self.file.sync_data()?;
+        if let Some(reason) = &self.unusable {
+            return Err(std::io::Error::other(reason.clone()));
+        }
+        if let Err(err) = self
+            .file
+            .write_all(&buf)
+            .and_then(|()| self.file.sync_data())
+        {
+            // What was written of the refused entries is cut off, so that the next entries
+            // follow the last good one (a reader stops at the first bad entry) and none of
+            // the refused ones can be read back; a journal that cannot be cut takes nothing
+            // more, and the index is whole again when it next opens.
+            if let Err(cut) = self
+                .file
+                .set_len(self.bytes)
+                .and_then(|()| self.file.sync_data())
+            {
+                self.unusable = Some(format!("the journal could not be cut back: {cut}"));
+            }
+            return Err(err);
+        }
         self.last = seq;
         self.bytes += buf.len() as u64;
         Ok(())
@@ -147,6 +171,7 @@ impl Journal {
     pub(super) fn clear(&mut self) -> std::io::Result<()> {
         self.file.set_len(0)?;
         self.bytes = 0;
+        self.unusable = None;
         Ok(())
     }
 

@@ -32,7 +32,8 @@ pub(crate) mod search;
 pub(crate) mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 
 use plinth_types::search::IndexStats;
 use serde_json::{Map, Value};
@@ -84,6 +85,8 @@ pub(crate) struct Engine {
     dir: PathBuf,
     writes: mpsc::SyncSender<Write>,
     threads: SearchThreads,
+    /// Set by the writer thread when it ends.
+    stopped: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -123,12 +126,14 @@ impl Engine {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
+        let stopped = Arc::new(AtomicBool::new(false));
         let thread = WriterThread::open(
             (index, dir.to_path_buf()),
             reader.clone(),
             schema.clone(),
             ledger,
             options.clone(),
+            stopped.clone(),
         )?;
         let (writes, queue) = mpsc::sync_channel(MOST_PER_COMMIT);
         let threads = options.threads.clone();
@@ -143,7 +148,14 @@ impl Engine {
             dir: dir.to_path_buf(),
             writes,
             threads,
+            stopped,
         })
+    }
+
+    /// Whether the index's writer thread has ended (after a failure it could not recover
+    /// from): the index must be opened anew to take writes.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
     }
 
     /// The index's schema.

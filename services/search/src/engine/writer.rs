@@ -5,7 +5,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, mpsc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -96,7 +97,7 @@ impl WriterThreads {
 
     /// Waits until the thread last started for `dir` has ended. Blocks; the caller must
     /// know that the index it ran for is closed, or it waits for ever.
-    pub(super) fn wait_for(&self, dir: &Path) {
+    pub(crate) fn wait_for(&self, dir: &Path) {
         let thread = self.threads().remove(dir);
         if let Some(thread) = thread
             && thread.join().is_err()
@@ -200,6 +201,9 @@ pub(super) struct WriterThread {
     last_write: Instant,
     /// Why the writer refuses writes: it could not be restored after a failure.
     broken: Option<String>,
+    /// Set when the thread ends or breaks, so that the service opens the index anew (which
+    /// replays its journal) instead of sending it more writes.
+    stopped: Arc<AtomicBool>,
 }
 
 impl WriterThread {
@@ -216,6 +220,7 @@ impl WriterThread {
         schema: Compiled,
         ledger: Box<dyn Ledger>,
         options: EngineOptions,
+        stopped: Arc<AtomicBool>,
     ) -> Result<WriterThread, EngineError> {
         let committed = super::journal::committed_through(index.load_metas()?.payload.as_deref());
         let (journal, entries) =
@@ -234,6 +239,7 @@ impl WriterThread {
             last_commit: Instant::now(),
             last_write: Instant::now(),
             broken: None,
+            stopped,
         };
         if entries.is_empty() {
             // What a crash left unsettled is settled before the first write.
@@ -252,7 +258,8 @@ impl WriterThread {
     /// Ends when the engine is dropped, after a last commit.
     pub(super) fn run(mut self, queue: mpsc::Receiver<Write>) {
         let mut held: Option<Write> = None;
-        loop {
+        // A broken writer ends the thread; the writes still queued are answered as closed.
+        while self.broken.is_none() {
             let received = match held.take() {
                 Some(write) => Ok(write),
                 None => queue.recv_timeout(self.until_due()),
@@ -292,6 +299,7 @@ impl WriterThread {
                 self.write(admitted);
             }
         }
+        self.stopped.store(true, Ordering::SeqCst);
         self.close_writer();
     }
 
@@ -451,8 +459,9 @@ impl WriterThread {
             self.replay(entries)
         })();
         if let Err(err) = restored {
-            tracing::error!(error = %err, "index writer not restored; refusing writes until the index reopens");
+            tracing::error!(error = %err, "index writer not restored; the index opens anew");
             self.broken = Some(err.to_string());
+            self.stopped.store(true, Ordering::SeqCst);
         }
     }
 
