@@ -10,13 +10,16 @@
 //! chunks by their address when hyper writes them and sends the recorded file bytes in their
 //! place. This holds together because hyper writes the chunks it takes unchanged and in the
 //! order it took them (its queued write strategy, which a stream that writes vectored gets),
-//! one response after the other. A stand-in that arrives without its record, or with another
-//! length, fails the connection rather than send anything else.
+//! one response after the other. Each chunk starts at a place of its own in the block, which
+//! its record names: a stand-in that arrives without its record, or at another place, fails
+//! the connection rather than send anything else.
 //!
 //! Only responses to HTTP/1 GETs are swapped, and only when no layer re-encoded the body.
 //! The file is read where the socket is written, on the connection's task: as with nginx's
 //! `sendfile on` (without its thread pool), a read that misses the page cache holds that
-//! worker thread for the disk read.
+//! worker thread for the disk read, of at most [`MOST_PER_SEND`] bytes a call. Asking the
+//! page cache first (`preadv2` with `RWF_NOWAIT`) and reading misses on the blocking pool
+//! would avoid that; it is not done.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -38,10 +41,16 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// The most bytes one stand-in chunk covers.
 const CHUNK: usize = 1 << 20;
+/// Stand-in chunks start at one of this many places, in turn, so that each names its own
+/// record: a chunk and a record out of step are caught even when their lengths agree.
+const PLACES: usize = 4096;
+/// The most file bytes one `sendfile` call sends, so that a read that misses the page cache
+/// holds the connection's worker thread for a bounded time.
+const MOST_PER_SEND: usize = 256 << 10;
 
 /// What stand-in chunks are cut from. A static has one address for the life of the process,
 /// which is how the stream tells a stand-in from the bytes of any other body.
-static STAND_IN: [u8; CHUNK] = [0; CHUNK];
+static STAND_IN: [u8; CHUNK + PLACES] = [0; CHUNK + PLACES];
 
 /// A region of a local file that a response's body holds, byte for byte.
 #[derive(Clone, Debug)]
@@ -54,18 +63,28 @@ pub struct FileRegion {
     pub len: u64,
 }
 
-/// The file bytes one stand-in chunk was taken for.
+/// The file bytes one stand-in chunk was taken for, as many as are not sent yet.
 #[derive(Debug)]
 struct Pending {
     file: Arc<File>,
     offset: u64,
     len: usize,
+    /// Where the chunk's next byte lies in [`STAND_IN`].
+    at: usize,
+}
+
+/// The records of the stand-in chunks hyper took and has not written yet, in order.
+#[derive(Debug, Default)]
+struct Queue {
+    pending: VecDeque<Pending>,
+    /// Chunks taken so far, which picks each one's place.
+    taken: usize,
 }
 
 /// A connection's queue of file bytes taken by hyper and not yet written, shared by its
 /// stream and, as a request extension, by the requests it carries.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct ZeroCopy(Arc<Mutex<VecDeque<Pending>>>);
+pub(crate) struct ZeroCopy(Arc<Mutex<Queue>>);
 
 impl Connected<IncomingStream<'_, ZeroCopyListener>> for ZeroCopy {
     fn connect_info(stream: IncomingStream<'_, ZeroCopyListener>) -> Self {
@@ -74,7 +93,7 @@ impl Connected<IncomingStream<'_, ZeroCopyListener>> for ZeroCopy {
 }
 
 impl ZeroCopy {
-    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         // The queue is left consistent at every step, so a panic elsewhere cannot spoil it.
         self.0
             .lock()
@@ -134,21 +153,24 @@ impl http_body::Body for StandIn {
         mut self: Pin<&mut Self>,
         _: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        let region = &mut self.region;
+        let StandIn { region, queue } = &mut *self;
         if region.len == 0 {
             return Poll::Ready(None);
         }
         let len = usize::try_from(region.len).map_or(CHUNK, |left| left.min(CHUNK));
-        let pending = Pending {
+        let mut queue = queue.queue();
+        let at = queue.taken % PLACES;
+        queue.taken += 1;
+        queue.pending.push_back(Pending {
             file: region.file.clone(),
             offset: region.offset,
             len,
-        };
+            at,
+        });
         region.offset += len as u64;
         region.len -= len as u64;
-        self.queue.queue().push_back(pending);
         Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
-            &STAND_IN[..len],
+            &STAND_IN[at..at + len],
         )))))
     }
 
@@ -161,11 +183,11 @@ impl http_body::Body for StandIn {
     }
 }
 
-/// Whether `slice` was cut from [`STAND_IN`].
-fn is_stand_in(slice: &[u8]) -> bool {
+/// Where `slice` lies in [`STAND_IN`], if it was cut from it.
+fn stand_in_place(slice: &[u8]) -> Option<usize> {
     let start = STAND_IN.as_ptr() as usize;
-    let at = slice.as_ptr() as usize;
-    !slice.is_empty() && at >= start && at + slice.len() <= start + CHUNK
+    let at = (slice.as_ptr() as usize).checked_sub(start)?;
+    (!slice.is_empty() && at + slice.len() <= STAND_IN.len()).then_some(at)
 }
 
 /// A TCP listener whose connections can send [`FileRegion`]s; serve it with
@@ -203,25 +225,31 @@ pub(crate) struct ZeroCopyStream {
 }
 
 impl ZeroCopyStream {
-    /// Sends the file bytes of the stand-in chunk at the head of the queue (`len` of them
-    /// left), as many as the socket takes.
-    fn poll_send_file(&self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<usize>> {
+    /// Sends the file bytes of the stand-in chunk at the head of the queue, whose unsent
+    /// rest is `len` bytes at `at` in [`STAND_IN`], as many as the socket takes.
+    fn poll_send_file(
+        &self,
+        cx: &mut Context<'_>,
+        at: usize,
+        len: usize,
+    ) -> Poll<io::Result<usize>> {
         loop {
             ready!(self.tcp.poll_write_ready(cx))?;
             let mut queue = self.queue.queue();
-            let Some(pending) = queue.front_mut() else {
+            let Some(pending) = queue.pending.front_mut() else {
                 return Poll::Ready(Err(io::Error::other(
                     "a stand-in chunk was written without its file region",
                 )));
             };
-            if pending.len != len {
+            if pending.at != at || pending.len != len {
                 return Poll::Ready(Err(io::Error::other(
                     "a stand-in chunk is out of step with its file region",
                 )));
             }
             let mut offset = pending.offset;
+            let most = len.min(MOST_PER_SEND);
             let sent = self.tcp.try_io(Interest::WRITABLE, || {
-                sendfile(&self.tcp, &pending.file, &mut offset, len)
+                sendfile(&self.tcp, &pending.file, &mut offset, most)
             });
             match sent {
                 Ok(0) => {
@@ -233,14 +261,18 @@ impl ZeroCopyStream {
                 Ok(sent) => {
                     pending.offset += sent as u64;
                     pending.len -= sent;
+                    pending.at += sent;
                     if pending.len == 0 {
-                        queue.pop_front();
+                        queue.pending.pop_front();
                     }
                     return Poll::Ready(Ok(sent));
                 }
                 // The socket was full after all: wait until it is writable again.
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                Err(err) => return Poll::Ready(Err(err)),
+                Err(err) => {
+                    tracing::debug!(error = %err, "sending a file region failed");
+                    return Poll::Ready(Err(err));
+                }
             }
         }
     }
@@ -248,7 +280,18 @@ impl ZeroCopyStream {
 
 #[cfg(target_os = "linux")]
 fn sendfile(socket: &TcpStream, file: &File, offset: &mut u64, len: usize) -> io::Result<usize> {
-    Ok(rustix::fs::sendfile(socket, file, Some(offset), len)?)
+    match rustix::fs::sendfile(socket, file, Some(offset), len) {
+        // A file system that cannot splice its pages: the bytes are read and written.
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+            use std::os::unix::fs::FileExt as _;
+            let mut buf = vec![0; len.min(64 << 10)];
+            let read = file.read_at(&mut buf, *offset)?;
+            let sent = rustix::io::write(socket, &buf[..read])?;
+            *offset += sent as u64;
+            Ok(sent)
+        }
+        sent => Ok(sent?),
+    }
 }
 
 /// Elsewhere no connection offers zero copy ([`queue_of`]), so no stand-in is ever taken.
@@ -284,9 +327,9 @@ impl AsyncWrite for ZeroCopyStream {
         let mut written = 0;
         let mut at = 0;
         while at < bufs.len() {
-            if is_stand_in(&bufs[at]) {
+            if let Some(place) = stand_in_place(&bufs[at]) {
                 let len = bufs[at].len();
-                match self.poll_send_file(cx, len) {
+                match self.poll_send_file(cx, place, len) {
                     Poll::Ready(Ok(sent)) if sent == len => written += sent,
                     Poll::Ready(Ok(sent)) => return Poll::Ready(Ok(written + sent)),
                     other => return so_far(written, other),
@@ -297,7 +340,7 @@ impl AsyncWrite for ZeroCopyStream {
             // The ordinary slices up to the next stand-in go out in one vectored write.
             let end = bufs[at..]
                 .iter()
-                .position(|buf| is_stand_in(buf))
+                .position(|buf| stand_in_place(buf).is_some())
                 .map_or(bufs.len(), |next| at + next);
             let want: usize = bufs[at..end].iter().map(|buf| buf.len()).sum();
             match Pin::new(&mut self.tcp).poll_write_vectored(cx, &bufs[at..end]) {
