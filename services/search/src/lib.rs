@@ -13,7 +13,7 @@
 //!
 //! Open indexes close when idle or past `search_max_open_indexes`; their writers exist only
 //! while there is writing to do, within one memory budget (`engine::WriterBudget`).
-//! Still to meet, part of issue #5: the indexing and query-latency speed targets.
+//! Writes are journaled and committed once per refresh interval (see [`engine`]).
 
 pub mod documents;
 pub mod engine;
