@@ -7,7 +7,8 @@
 //! - [`query`]: the query language, with the typos and prefixes it [`expand`]s to.
 //! - [`search`]: a search run: query, filter, [`rank`] (order, pages, cursors), [`facets`]
 //!   and [`highlight`]s.
-//! - [`writer`]: the writer thread, its [`Ledger`] and the shared [`WriterBudget`].
+//! - [`writer`]: the writer thread and its [`Ledger`]; [`writers`]: what all writers share,
+//!   the [`WriterBudget`] and the registry of their threads.
 //! - [`journal`]: the writes acknowledged since the last commit.
 //!
 //! Writes go to one thread per open index, which takes every write queued, appends them to
@@ -30,6 +31,7 @@ pub(crate) mod rank;
 pub(crate) mod schema;
 pub(crate) mod search;
 pub(crate) mod writer;
+mod writers;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,8 +48,9 @@ use tokio::sync::oneshot;
 use self::document::Prepared;
 use self::schema::Compiled;
 pub(crate) use self::search::SearchThreads;
-pub(crate) use self::writer::{EngineOptions, Ledger, WriterBudget, WriterThreads};
+pub(crate) use self::writer::{EngineOptions, Ledger};
 use self::writer::{MOST_PER_COMMIT, Write, WriterThread, dir_bytes};
+pub(crate) use self::writers::{WriterBudget, WriterThreads};
 
 /// What can go wrong in an index.
 #[derive(Debug, thiserror::Error)]

@@ -2,12 +2,11 @@
 //! admits them against the [`Ledger`], journals and applies them, answers, and commits once
 //! per refresh interval (at once for a write that waits to be searchable), then settles; the
 //! writer itself, and its share of the [`WriterBudget`], only while there is writing to do.
+//! What the writers of all indexes share is in [`super::writers`].
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::thread::JoinHandle;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use plinth_shared::ApiError;
@@ -20,55 +19,8 @@ use tokio::sync::oneshot;
 use super::document::Prepared;
 use super::journal::{Entry, Journal};
 use super::schema::Compiled;
+use super::writers::{Share, WRITER_MEMORY, WriterBudget, WriterThreads};
 use super::{Change, EngineError};
-
-/// The writer memory of one index, taken from the [`WriterBudget`] while it writes.
-const WRITER_MEMORY: usize = plinth_shared::config::SEARCH_WRITER_SHARE;
-
-/// The writer memory all indexes share: an index takes a share before it opens its writer
-/// and gives it back when the writer has been idle a while, so many small indexes never
-/// buffer more than the budget together (and never hold more writer threads than it
-/// allows).
-#[derive(Debug)]
-pub(crate) struct WriterBudget {
-    free: std::sync::Mutex<usize>,
-    returned: std::sync::Condvar,
-}
-
-impl WriterBudget {
-    /// A budget of `bytes`, in whole writer shares (at least one).
-    pub(crate) fn new(bytes: usize) -> WriterBudget {
-        WriterBudget {
-            free: std::sync::Mutex::new((bytes / WRITER_MEMORY).max(1)),
-            returned: std::sync::Condvar::new(),
-        }
-    }
-
-    /// Waits for a share.
-    fn take(self: &std::sync::Arc<Self>) -> Share {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        while *free == 0 {
-            free = self.returned.wait(free).unwrap_or_else(|p| p.into_inner());
-        }
-        *free -= 1;
-        Share(std::sync::Arc::clone(self))
-    }
-
-    /// The shares not taken.
-    pub(crate) fn free(&self) -> usize {
-        *self.free.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// A share of the writer budget, given back when dropped.
-struct Share(std::sync::Arc<WriterBudget>);
-
-impl Drop for Share {
-    fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        self.0.returned.notify_one();
-    }
-}
 
 /// How an index's writer and reader behave.
 #[derive(Clone, Debug)]
@@ -84,43 +36,6 @@ pub(crate) struct EngineOptions {
     pub(crate) writers: std::sync::Arc<WriterThreads>,
 }
 
-/// The writer threads of a service's indexes, by index directory. A closed index's thread
-/// goes on until its last commit, holding tantivy's writer lock, so an index opens again
-/// only once the thread of its last opening has ended; a graceful shutdown waits for all.
-#[derive(Debug, Default)]
-pub(crate) struct WriterThreads(Mutex<HashMap<PathBuf, JoinHandle<()>>>);
-
-impl WriterThreads {
-    fn threads(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, JoinHandle<()>>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Waits until the thread last started for `dir` has ended. Blocks; the caller must
-    /// know that the index it ran for is closed, or it waits for ever.
-    pub(crate) fn wait_for(&self, dir: &Path) {
-        let thread = self.threads().remove(dir);
-        if let Some(thread) = thread
-            && thread.join().is_err()
-        {
-            tracing::error!(dir = %dir.display(), "an index writer thread panicked");
-        }
-    }
-
-    /// Records the thread started for `dir`.
-    pub(super) fn started(&self, dir: PathBuf, thread: JoinHandle<()>) {
-        self.threads().insert(dir, thread);
-    }
-
-    /// Waits until every thread recorded has ended, each after its index is closed. Blocks.
-    pub(crate) fn join_all(&self) {
-        let threads: Vec<(PathBuf, JoinHandle<()>)> = self.threads().drain().collect();
-        for (dir, thread) in threads {
-            if thread.join().is_err() {
-                tracing::error!(dir = %dir.display(), "an index writer thread panicked");
-            }
-        }
-    }
-}
 /// Most writes taken from the queue at once.
 pub(super) const MOST_PER_COMMIT: usize = 256;
 /// The journal bytes past which the writer commits before the refresh interval is up, so
