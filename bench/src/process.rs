@@ -14,7 +14,19 @@ use serde_json::{Value, json};
 pub(crate) struct Process(pub(crate) Child);
 
 impl Drop for Process {
+    /// Asks the server to stop with SIGTERM, and kills it if it has not within five seconds.
+    /// nginx's master stops its workers on SIGTERM; a SIGKILL left them running, holding the
+    /// benchmark's output open.
     fn drop(&mut self) {
+        let pid = self.0.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
