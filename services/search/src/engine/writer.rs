@@ -29,11 +29,11 @@ pub(crate) struct EngineOptions {
     pub(crate) refresh: Duration,
     /// How long a writer with nothing to do keeps its share.
     pub(crate) writer_idle: Duration,
-    pub(crate) budget: std::sync::Arc<WriterBudget>,
+    pub(crate) budget: Arc<WriterBudget>,
     /// The threads searches spread the index's segments over.
     pub(crate) threads: super::search::SearchThreads,
     /// The writer threads of the service's indexes.
-    pub(crate) writers: std::sync::Arc<WriterThreads>,
+    pub(crate) writers: Arc<WriterThreads>,
 }
 
 /// Most writes taken from the queue at once.
@@ -237,13 +237,6 @@ impl WriterThread {
     /// commits if a write waits, the refresh interval is up or the journal is long, and
     /// answers the rest.
     fn write(&mut self, batch: Vec<Write>) {
-        if let Some(broken) = &self.broken {
-            let reason = broken.clone();
-            for write in batch {
-                let _ = write.reply.send(Err(failed(&reason)));
-            }
-            return;
-        }
         if let Err(err) = self.journal.append(batch.iter().map(|w| &w.change)) {
             // Nothing of it is applied; what it reserved is returned by the next settle.
             tracing::error!(error = %err, "index journal write failed; the writes are refused");
@@ -412,7 +405,7 @@ impl WriterThread {
     fn writer<'a>(
         slot: &'a mut Option<(IndexWriter, Share)>,
         index: &Index,
-        budget: &std::sync::Arc<WriterBudget>,
+        budget: &Arc<WriterBudget>,
     ) -> tantivy::Result<&'a mut IndexWriter> {
         let open = match slot.take() {
             Some(open) => open,

@@ -221,29 +221,6 @@ impl FileBlobs {
         })
     }
 
-    /// Streams `len` bytes of a blob from `offset`.
-    ///
-    /// # Errors
-    ///
-    /// Returns the I/O error, `NotFound` when the blob is gone.
-    pub async fn read(
-        &self,
-        blob_id: &str,
-        offset: u64,
-        len: u64,
-    ) -> io::Result<impl Stream<Item = io::Result<Bytes>> + Send + 'static> {
-        let path = self.path_of(blob_id);
-        let first = len.min(FILE_CHUNK as u64);
-        let (file, chunk) = blocking(move || {
-            let file = std::fs::File::open(path)?;
-            let chunk = read_at(&file, offset, first)?;
-            Ok((Arc::new(file), chunk))
-        })
-        .await?;
-        let rest = chunks(file, offset + first, len - first);
-        Ok(futures::stream::once(async { Ok(chunk) }).chain(rest))
-    }
-
     /// Opens a blob to serve `len` bytes of it from `offset`: the open file, whose region a
     /// response can hand to the socket as it is, and a stream of the same bytes, read as it
     /// is polled, for a response that cannot.
@@ -457,9 +434,6 @@ where
         .map_err(io::Error::other)?
 }
 
-/// Reads exactly `len` bytes at `offset`; a blob shorter than its row says is an error.
-/// (`read_to_end` fills the buffer without zeroing it first, which a buffer handed to
-/// `read_exact` would need.)
 /// `len` bytes of `file` from `offset`, read on the blocking pool a chunk at a time as the
 /// stream is polled.
 fn chunks(
@@ -478,6 +452,9 @@ fn chunks(
     })
 }
 
+/// Reads exactly `len` bytes at `offset`; a blob shorter than its row says is an error.
+/// (`read_to_end` fills the buffer without zeroing it first, which a buffer handed to
+/// `read_exact` would need.)
 fn read_at(mut file: &std::fs::File, offset: u64, len: u64) -> io::Result<Bytes> {
     use std::io::{Read, Seek};
     file.seek(io::SeekFrom::Start(offset))?;
@@ -499,7 +476,7 @@ mod tests {
     }
 
     async fn read_all(blobs: &FileBlobs, id: &str, offset: u64, len: u64) -> Vec<u8> {
-        let stream = blobs.read(id, offset, len).await.unwrap();
+        let (_, stream) = blobs.open_region(id, offset, len).unwrap();
         let chunks: Vec<Bytes> = stream.try_collect().await.unwrap();
         chunks.concat()
     }

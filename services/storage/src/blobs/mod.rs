@@ -67,23 +67,6 @@ impl Blobs {
         }
     }
 
-    /// Streams `len` bytes of a blob from `offset`.
-    ///
-    /// # Errors
-    ///
-    /// Returns the I/O error, `NotFound` when the blob is gone.
-    pub async fn read(
-        &self,
-        blob_id: &str,
-        offset: u64,
-        len: u64,
-    ) -> io::Result<BoxStream<'static, io::Result<Bytes>>> {
-        match self {
-            Blobs::File(blobs) => Ok(blobs.read(blob_id, offset, len).await?.boxed()),
-            Blobs::S3(blobs) => blobs.read(blob_id, offset, len).await,
-        }
-    }
-
     /// Opens `len` bytes of a blob from `offset` to serve them: their stream and, where the
     /// blob is a local file, the file region a response can hand to the socket instead.
     ///
