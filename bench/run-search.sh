@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/plinth/target}"
+# The same flags as `.ci/run`, so that the benchmark reuses CI's builds instead of redoing them.
+if command -v ld.lld >/dev/null 2>&1; then
+    export RUSTFLAGS="-C link-arg=-fuse-ld=lld"
+fi
 
 pg_bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
 if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then

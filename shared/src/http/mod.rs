@@ -3,6 +3,7 @@
 
 mod errors;
 mod ops;
+mod request_id;
 mod zero_copy;
 
 use std::future::Future;
@@ -16,11 +17,12 @@ use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, Predicate};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 pub use self::ops::metrics_handle;
+use self::request_id::RequestIds;
 pub use self::zero_copy::FileRegion;
 use self::zero_copy::{ZeroCopy, ZeroCopyListener};
 use crate::config::Config;
@@ -52,7 +54,7 @@ pub fn app(routes: Router, api: utoipa::openapi::OpenApi, shared: &Shared) -> Ro
         .layer(CompressionLayer::new().compress_when(compressible()))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(request_id, RequestIds::new()))
         // Outermost, so that what it hands to hyper is what hyper writes.
         .layer(middleware::from_fn(zero_copy::swap_body))
 }
