@@ -1,15 +1,17 @@
 //! Operational endpoints: liveness, readiness, Prometheus metrics and the OpenAPI document.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{LazyLock, OnceLock, PoisonError, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use plinth_types::console::Readiness;
 
@@ -66,22 +68,91 @@ async fn readyz(State(shared): State<Shared>) -> Response {
 
 /// Counts requests and their latency per route, method and status.
 pub(super) async fn record_metrics(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!(
-        "plinth_http_requests_total",
-        "route" => route.clone(),
-        "method" => method.clone(),
-        "status" => status
-    )
-    .increment(1);
-    metrics::histogram!("plinth_http_request_duration_seconds", "route" => route, "method" => method)
-        .record(started.elapsed().as_secs_f64());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let (requests, duration) = request_metrics(route, method, response.status().as_u16());
+    requests.increment(1);
+    duration.record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The method as a label: the standard ones by name, any other as `other`, so that a client
+/// inventing methods cannot grow the metrics without bound.
+fn method_label(method: &Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Handles of one route, method and status's counter and its route and method's histogram.
+type Handles = (Counter, Histogram);
+
+/// One route's handles, by method and status.
+type RouteHandles = Vec<(&'static str, u16, Handles)>;
+
+/// The handles of every route, method and status seen so far. Routes are the router's
+/// patterns (or `unmatched`), methods and statuses few, so the map stays small; looking a
+/// handle up here costs a read lock and no allocation, where building the label set and
+/// searching the recorder's registry allocated on every request.
+fn request_metrics(route: &str, method: &'static str, status: u16) -> Handles {
+    static HANDLES: LazyLock<RwLock<HashMap<String, RouteHandles>>> =
+        LazyLock::new(RwLock::default);
+    let find = |entries: &[(&'static str, u16, Handles)]| {
+        entries
+            .iter()
+            .find(|(m, s, _)| *m == method && *s == status)
+            .map(|(_, _, handles)| handles.clone())
+    };
+    if let Some(handles) = HANDLES
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(route)
+        .and_then(|entries| find(entries))
+    {
+        return handles;
+    }
+    let mut all = HANDLES.write().unwrap_or_else(PoisonError::into_inner);
+    let entries = all.entry(route.to_owned()).or_default();
+    if let Some(handles) = find(entries) {
+        return handles;
+    }
+    let handles = (
+        metrics::counter!(
+            "plinth_http_requests_total",
+            "route" => route.to_owned(),
+            "method" => method,
+            "status" => status.to_string()
+        ),
+        metrics::histogram!(
+            "plinth_http_request_duration_seconds",
+            "route" => route.to_owned(),
+            "method" => method
+        ),
+    );
+    entries.push((method, status, handles.clone()));
+    handles
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::DELETE), "DELETE");
+        let invented = Method::from_bytes(b"BREW").expect("a valid extension method");
+        assert_eq!(method_label(&invented), "other");
+        assert_eq!(method_label(&Method::TRACE), "other");
+    }
 }
