@@ -12,6 +12,9 @@
 //! acknowledgement before it sends the next), and batches of 100 (a Plinth publish of 100
 //! messages, a JetStream burst of 100 publishes before the 100 acks are awaited, a Redis
 //! pipeline of 100 XADDs) from 1 and 16 clients. Every client has its own connection.
+//! Plinth's publishers speak HTTP/1.1 through hyper's connection API rather than a pooling
+//! client such as reqwest: on two cores the client shares the CPU with the server, and the
+//! peers' clients (async-nats, redis) are thin layers over their sockets too.
 //! Latency: one producer at 1,000 messages a second for a few seconds, one consumer (Plinth:
 //! an event stream; JetStream: a pull consumer's message stream; Redis: `XREAD BLOCK`), each
 //! message carrying its send time.
@@ -21,11 +24,20 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use axum::http::{HeaderValue, Request};
 use bytes::Bytes;
 use futures::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{SendRequest, handshake};
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use tokio::net::TcpStream;
 
 use crate::process::{Process, free_port, wait_for_port};
+
+/// Where Plinth takes publishes to the benchmark's topic.
+const PUBLISH_PATH: &str = "/messaging/v1/topics/bench/messages";
 
 /// Value sizes measured, with their labels.
 const SIZES: &[(&str, usize)] = &[("100 B", 100), ("1 KiB", 1024)];
@@ -56,10 +68,12 @@ enum System {
 /// One client of a system.
 enum Client {
     Plinth {
-        http: reqwest::Client,
-        url: String,
+        /// One HTTP/1.1 connection, driven by its own task.
+        http: SendRequest<Full<Bytes>>,
+        /// `host:port`, for the `Host` header.
+        authority: String,
         /// The `Authorization` header.
-        key: String,
+        key: HeaderValue,
         /// The last body sent, by value and count: built once, so that the client costs
         /// as little per publish as the peers' clients do.
         body: Option<(Bytes, usize, Bytes)>,
@@ -71,14 +85,19 @@ enum Client {
 impl System {
     async fn client(&self) -> anyhow::Result<Client> {
         Ok(match self {
-            System::Plinth { url, key } => Client::Plinth {
-                http: reqwest::Client::builder()
-                    .pool_max_idle_per_host(1)
-                    .build()?,
-                url: format!("{url}/messaging/v1/topics/bench/messages"),
-                key: format!("Bearer {key}"),
-                body: None,
-            },
+            System::Plinth { url, key } => {
+                let authority = url.trim_start_matches("http://").to_owned();
+                let stream = TcpStream::connect(&authority).await?;
+                stream.set_nodelay(true)?;
+                let (http, connection) = handshake(TokioIo::new(stream)).await?;
+                tokio::spawn(connection);
+                Client::Plinth {
+                    http,
+                    authority,
+                    key: HeaderValue::from_str(&format!("Bearer {key}"))?,
+                    body: None,
+                }
+            }
             System::Nats { url } => {
                 Client::Nats(async_nats::jetstream::new(async_nats::connect(url).await?))
             }
@@ -98,7 +117,7 @@ impl Client {
         match self {
             Client::Plinth {
                 http,
-                url,
+                authority,
                 key,
                 body,
             } => {
@@ -111,19 +130,19 @@ impl Client {
                     *body = Some((value.clone(), count, Bytes::from(json)));
                 }
                 let payload = body.as_ref().map(|(_, _, b)| b.clone()).unwrap_or_default();
-                let response = http
-                    .post(url.as_str())
-                    .header("authorization", key.as_str())
-                    .header("content-type", "application/json")
-                    .body(payload)
-                    .send()
-                    .await?;
+                let request = Request::post(PUBLISH_PATH)
+                    .header(HOST, authority.as_str())
+                    .header(AUTHORIZATION, key.clone())
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(Full::new(payload))?;
+                http.ready().await?;
+                let response = http.send_request(request).await?;
                 ensure!(
                     response.status().is_success(),
                     "publish: {}",
                     response.status()
                 );
-                response.bytes().await?;
+                response.into_body().collect().await?;
             }
             Client::Nats(js) => {
                 let mut acks = Vec::with_capacity(count);
