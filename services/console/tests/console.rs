@@ -797,8 +797,48 @@ async fn cors_allows_only_configured_origins(mut backend: TestBackend) {
     );
 }
 
+async fn no_cors_headers_without_configured_origins(backend: TestBackend) {
+    assert!(backend.config.cors_origins.is_empty());
+    let server = Server::start(backend).await;
+    let http = server.http();
+    let url = format!("{}/healthz", server.url);
+
+    let plain = http
+        .get(&url)
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(plain.status().is_success());
+    let cors_headers: Vec<_> = plain
+        .headers()
+        .iter()
+        .filter(|(name, value)| {
+            name.as_str().starts_with("access-control-")
+                || (*name == "vary" && value.to_str().unwrap_or("").contains("origin"))
+        })
+        .collect();
+    assert!(cors_headers.is_empty(), "{cors_headers:?}");
+
+    let preflight = http
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert!(!preflight.status().is_success(), "{}", preflight.status());
+    assert!(
+        preflight
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}
+
 backend_tests!(
     cors_allows_only_configured_origins,
+    no_cors_headers_without_configured_origins,
     projects_and_keys_round_trip,
     tokens_quotas_usage_and_audit,
     rate_limited_keys_get_429_with_retry_after,
