@@ -34,8 +34,8 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Wraps the services' routes (and their OpenAPI document) in the common stack: request id,
 /// per-request span, error normalisation, metrics, CORS (when origins are configured),
-/// compression, timeout and body limit,
-/// and zero-copy file bodies, plus `/healthz`, `/readyz`, `/metrics` and `/openapi.json`.
+/// compression, timeout and body limit, and zero-copy file bodies, plus `/healthz`, `/readyz`,
+/// `/metrics` and `/openapi.json`.
 pub fn app(routes: Router, api: utoipa::openapi::OpenApi, shared: &Shared) -> Router {
     let config = shared.config();
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
@@ -99,9 +99,9 @@ fn request_span(request: &Request) -> tracing::Span {
 }
 
 /// The CORS layer for the configured origins; none when no origin is configured. A browser
-/// then gets no CORS headers from Plinth at all, as it would get no `Access-Control-Allow-Origin`
-/// from the layer either, and every request is spared its work (a header map built per
-/// request and a `Vary` header on every response, a tenth of the stack's cost per request).
+/// then gets no CORS headers at all, as it got no `Access-Control-Allow-Origin` from the layer
+/// either, and every request is spared the layer's work (a header map built per request and a
+/// `Vary` header on every response: a tenth of the stack's cost per request).
 fn cors(config: &Config) -> Option<CorsLayer> {
     if config.cors_origins.is_empty() {
         return None;

@@ -1,7 +1,6 @@
 //! Operational endpoints: liveness, readiness, Prometheus metrics and the OpenAPI document.
 
-use std::collections::BTreeMap;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{LazyLock, OnceLock, PoisonError, RwLock};
 use std::time::Instant;
 
@@ -107,7 +106,7 @@ type RouteHandles = Vec<(&'static str, u16, Handles)>;
 fn request_metrics(route: &str, method: &'static str, status: u16) -> Handles {
     static HANDLES: LazyLock<RwLock<HashMap<String, RouteHandles>>> =
         LazyLock::new(RwLock::default);
-    let find = |entries: &[(&'static str, u16, Handles)]| {
+    let find = |entries: &RouteHandles| {
         entries
             .iter()
             .find(|(m, s, _)| *m == method && *s == status)
@@ -117,7 +116,7 @@ fn request_metrics(route: &str, method: &'static str, status: u16) -> Handles {
         .read()
         .unwrap_or_else(PoisonError::into_inner)
         .get(route)
-        .and_then(|entries| find(entries))
+        .and_then(&find)
     {
         return handles;
     }
